@@ -1,0 +1,162 @@
+"""The OpenAI-compatible routes: chat completions, models, health."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from hulumanage.call import Call
+from hulumanage.compose import layer_client
+from hulumanage.errors import ApiError, error_payload
+from hulumanage.keys import APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.results import completion_body, is_stream, sse_stream
+from hulumanage.validate import validate_request
+
+logger = logging.getLogger(__name__)
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def error_response(exc: BaseException) -> web.Response:
+    """An OpenAI-shaped JSON error response for ``exc``."""
+    status, payload, headers = error_payload(exc)
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers)
+
+
+def resolve_chain(data: dict[str, Any], approaches: dict[str, Any], default: str) -> tuple[str, ...]:
+    """Pick the approach layers for a request and strip any approach prefix from ``model``."""
+    model = data["model"]
+    head, sep, rest = model.partition("-")
+    prefix: tuple[str, ...] = ()
+    if sep and rest:
+        parts = tuple(head.split("&"))
+        if all(p in approaches for p in parts):
+            prefix = parts
+            data["model"] = rest
+    selected = data.get("hulumanage_approach")
+    if selected is not None:
+        if not isinstance(selected, str) or not selected.strip():
+            raise ApiError(400, "hulumanage_approach must be a non-empty string such as 'proxy' or 'bon&proxy'", code="invalid_approach")
+        chain = tuple(s.strip() for s in selected.split("&"))
+    else:
+        chain = prefix or (default,)
+    unknown = [s for s in chain if s not in approaches]
+    if unknown:
+        raise ApiError(
+            400,
+            f"unknown approach {unknown[0]!r}; known approaches: {', '.join(sorted(approaches))}",
+            code="unknown_approach",
+        )
+    if len(set(chain)) != len(chain):
+        raise ApiError(400, f"approach chain {'&'.join(chain)!r} repeats an approach (a cycle)", code="approach_cycle")
+    return chain
+
+
+def bearer(request: web.Request) -> str | None:
+    """The client's bearer token, if any."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        token = auth[7:].strip()
+        return token or None
+    return None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/chat/completions``: parse once, pick the approach, answer JSON or SSE."""
+    app = request.app
+    approaches = app[APPROACHES]
+    try:
+        try:
+            data = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        validate_request(data)
+        chain = resolve_chain(data, approaches, app[OPTIONS].approach)
+        extra: dict[str, Any] = {}
+        if "hulumanage_approach" in data:
+            extra["hulumanage_approach"] = data.pop("hulumanage_approach")
+        for name in app[PARAMS].intersection(data):
+            extra[name] = data.pop(name)
+        api_key = bearer(request)
+        base = app[OPTIONS].approach
+        if base in chain or not getattr(approaches.get(base), "terminal", False):
+            base = "none"
+        call = Call(
+            request=data,
+            extra=extra,
+            stream=data.get("stream") is True,
+            client=layer_client(
+                chain[1:], approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=chain
+            ),
+            app=app,
+            approaches=approaches,
+            api_key=api_key,
+            chain=chain,
+        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("request model=%s approach=%s stream=%s", data.get("model"), "&".join(chain), call.stream)
+        result = await approaches[chain[0]].run(call)
+        if not is_stream(result):
+            status, body, headers = completion_body(result)
+            return web.Response(status=status, body=body, headers=headers)
+        iterator = aiter(result)
+        try:
+            first = await anext(iterator)
+        except StopAsyncIteration:
+            raise ApiError(502, "the approach produced an empty stream", "server_error", "empty_stream") from None
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
+        if not isinstance(getattr(exc, "status_code", None), int):
+            logger.exception("unexpected error while serving a chat completion")
+        return error_response(exc)
+    return await _stream(request, first, iterator)
+
+
+async def _stream(request: web.Request, first: Any, iterator: Any) -> web.StreamResponse:
+    """Relay an SSE stream; close the approach's iterator whatever happens."""
+    response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    try:
+        await response.prepare(request)
+        async for part in sse_stream(first, iterator):
+            await response.write(part)
+        await response.write_eof()
+    except (ConnectionResetError, OSError):
+        logger.info("client went away during a stream")
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return response
+
+
+async def _gather(results: list[Any]) -> list[Any]:
+    out = []
+    for result in results:
+        out.append(await result if inspect.isawaitable(result) else result)
+    return out
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """``GET /v1/models``: the models every plugin reports, deduplicated."""
+    seen: dict[str, dict[str, Any]] = {}
+    for models in await _gather(request.app[PLUGIN_MANAGER].hook.list_models(app=request.app)):
+        for model in models or ():
+            seen.setdefault(model["id"], model)
+    return web.json_response({"object": "list", "data": list(seen.values())}, dumps=lambda o: orjson.dumps(o).decode())
+
+
+async def health(request: web.Request) -> web.Response:
+    """``GET /health``: the host, its approaches, and whatever plugins report."""
+    body: dict[str, Any] = {"status": "ok", "approaches": sorted(request.app[APPROACHES]), "default_approach": request.app[OPTIONS].approach}
+    for part in await _gather(request.app[PLUGIN_MANAGER].hook.health(app=request.app)):
+        if part:
+            body.update(part)
+    return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+
+
+async def not_found(request: web.Request) -> web.Response:
+    """OpenAI-shaped 404 for unknown paths under /v1."""
+    return error_response(ApiError(404, f"no route for {request.method} {request.path}", code="not_found"))

@@ -1,0 +1,69 @@
+"""The aiohttp application factory."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pluggy
+from aiohttp import web
+
+from hulumanage import api
+from hulumanage.keys import APPROACHES, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.plugins import collect_approaches, get_plugin_manager
+
+logger = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The server cannot start as configured; the message says what to do."""
+
+
+async def _http_session(app: web.Application) -> AsyncIterator[None]:
+    """One ClientSession for the host's own upstream calls, closed at shutdown."""
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+    app[HTTP] = session
+    yield
+    await session.close()
+
+
+def _plugin_lifespan(generator: Any) -> Any:
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        async for _ in generator:
+            yield
+            break
+        else:
+            yield
+            return
+        async for _ in generator:  # run the plugin's teardown
+            pass
+
+    return ctx
+
+
+def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None) -> web.Application:
+    """Build the host app: approaches from plugins, routes, plugin lifespans."""
+    pm = pm or get_plugin_manager()
+    approaches = collect_approaches(pm)
+    if options.approach not in approaches:
+        raise StartupError(f"unknown --approach {options.approach!r}; known approaches: {', '.join(sorted(approaches))}")
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[OPTIONS] = options
+    app[PLUGIN_MANAGER] = pm
+    app[APPROACHES] = approaches
+    app[PARAMS] = frozenset(p for a in approaches.values() for p in getattr(a, "params", {}) or {})
+    app.cleanup_ctx.append(_http_session)
+    for generator in pm.hook.lifespan(app=app, options=options):
+        if generator is not None:
+            app.cleanup_ctx.append(_plugin_lifespan(generator))
+    app.router.add_post("/v1/chat/completions", api.chat_completions)
+    app.router.add_post("/chat/completions", api.chat_completions)
+    app.router.add_get("/v1/models", api.list_models)
+    app.router.add_get("/models", api.list_models)
+    app.router.add_get("/health", api.health)
+    pm.hook.register_routes(app=app, options=options)
+    app.router.add_route("*", "/v1/{tail:.*}", api.not_found)
+    return app

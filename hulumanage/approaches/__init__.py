@@ -1,0 +1,1 @@
+"""The host's built-in approaches: ``none`` (pass-through), ``moa`` and ``bon``."""

@@ -1,0 +1,49 @@
+"""``none``: plain pass-through to the host's upstream ``--base-url``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from hulumanage.call import Call, RawResponse
+from hulumanage.errors import ApiError
+from hulumanage.keys import HTTP, OPTIONS
+
+
+class NoneApproach:
+    """Send the request unchanged to ``--base-url`` and relay the answer's bytes."""
+
+    slug = "none"
+    description = "plain pass-through to the upstream --base-url"
+    params: dict[str, str] = {}
+    terminal = True
+
+    async def run(self, call: Call) -> Any:
+        """Relay the call to the default upstream with the client's key (or OPENAI_API_KEY)."""
+        options = call.app[OPTIONS]
+        session = call.app[HTTP]
+        key = call.api_key or os.environ.get("OPENAI_API_KEY")
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        url = options.base_url.rstrip("/") + "/chat/completions"
+        try:
+            response = await session.post(url, data=orjson.dumps(call.request), headers=headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(502, f"upstream {options.base_url} unreachable: {type(exc).__name__}", "upstream_error", "upstream_unreachable") from exc
+        if not call.stream or response.status >= 400:
+            async with response:
+                body = await response.read()
+            return RawResponse(response.status, body, {"Content-Type": response.headers.get("Content-Type", "application/json")})
+        return _relay(response)
+
+
+async def _relay(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Yield the upstream SSE bytes as they arrive."""
+    async with response:
+        async for data in response.content.iter_any():
+            yield data

@@ -1,0 +1,57 @@
+"""The plugin protocol: hook specifications only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("hulumanage")
+
+
+@hookspec
+def register_approaches(register: Any) -> None:
+    """Register approaches by calling ``register(approach)`` for each one.
+
+    An approach has a ``slug``, a ``description``, ``params`` (extra_body field
+    name -> one-line doc), ``terminal`` (it calls upstream itself) and an async
+    ``run(call)``. A slug registered twice is a startup error naming both plugins.
+    """
+
+
+@hookspec
+def add_options(parser: Any) -> None:
+    """Add command-line flags to the host's ``argparse.ArgumentParser``."""
+
+
+@hookspec
+def lifespan(app: Any, options: Any) -> Any:
+    """Return an async generator (or None) run as an aiohttp ``cleanup_ctx``.
+
+    Code before its ``yield`` runs at startup (an exception aborts startup with
+    its message), code after it runs at shutdown.
+    """
+
+
+@hookspec
+def register_routes(app: Any, options: Any) -> None:
+    """Add extra HTTP routes to the aiohttp application ``app``."""
+
+
+@hookspec
+def health(app: Any) -> Any:
+    """Return a JSON-able dict (or an awaitable of one) merged into ``GET /health``."""
+
+
+@hookspec
+def list_models(app: Any) -> Any:
+    """Return a list of OpenAI model objects (or an awaitable of one) for ``GET /v1/models``."""
+
+
+@hookspec
+def reload(app: Any) -> Any:
+    """Reload configuration (SIGHUP or ``POST /admin/reload``); may return an awaitable.
+
+    Return a JSON-able dict describing what was reloaded, or raise to reject the
+    reload (the old configuration keeps serving).
+    """

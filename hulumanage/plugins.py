@@ -1,0 +1,76 @@
+"""The plugin manager: entry-point plugins plus the host's built-in defaults."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from hulumanage import hookspecs
+
+logger = logging.getLogger(__name__)
+
+GROUP = "hulumanage"
+DEFAULT_PLUGINS = ("hulumanage.default_plugins",)
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded or registered something invalid."""
+
+
+def get_plugin_manager(environ: Mapping[str, str] | None = None) -> pluggy.PluginManager:
+    """Build a plugin manager with the hook specs, entry-point plugins and defaults.
+
+    ``HULUMANAGE_LOAD_PLUGINS=a,b`` limits the entry-point plugins to those names
+    (the built-in defaults always load).
+    """
+    environ = os.environ if environ is None else environ
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    allow = environ.get("HULUMANAGE_LOAD_PLUGINS")
+    allowed = {n.strip() for n in allow.split(",") if n.strip()} if allow is not None else None
+    for ep in entry_points(group=GROUP):
+        if allowed is not None and ep.name not in allowed:
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+        pm.register(plugin, name=ep.name)
+    for modname in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(modname), name=modname)
+    return pm
+
+
+def collect_approaches(pm: pluggy.PluginManager) -> dict[str, Any]:
+    """Call ``register_approaches`` on every plugin and return slug -> approach.
+
+    A slug registered twice is a PluginError naming both plugins.
+    """
+    approaches: dict[str, Any] = {}
+    owners: dict[str, str] = {}
+    for impl in pm.hook.register_approaches.get_hookimpls():
+        owner = impl.plugin_name
+
+        def register(approach: Any, _owner: str = owner) -> None:
+            slug = getattr(approach, "slug", None)
+            if not isinstance(slug, str) or not slug or "&" in slug or "-" in slug:
+                raise PluginError(f"plugin {_owner!r} registered an approach with an invalid slug {slug!r}")
+            if not callable(getattr(approach, "run", None)):
+                raise PluginError(f"plugin {_owner!r}: approach {slug!r} has no run(call) method")
+            if slug in approaches:
+                raise PluginError(
+                    f"approach {slug!r} is registered by both plugin {owners[slug]!r} and plugin {_owner!r}"
+                )
+            approaches[slug] = approach
+            owners[slug] = _owner
+
+        impl.function(register=register)
+    return approaches

@@ -1,0 +1,72 @@
+"""Run the app until SIGINT/SIGTERM; SIGHUP reloads plugin configuration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import logging
+import signal
+import sys
+
+import pluggy
+from aiohttp import web
+
+from hulumanage.app import make_app
+
+logger = logging.getLogger("hulumanage")
+
+GRACE_SECONDS = 30.0
+
+
+def install_uvloop() -> bool:
+    """Use uvloop's event loop policy when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+async def reload_plugins(app: web.Application, pm: pluggy.PluginManager) -> list[object]:
+    """Run every plugin's ``reload`` hook, awaiting what needs awaiting."""
+    results = []
+    for result in pm.hook.reload(app=app):
+        results.append(await result if inspect.isawaitable(result) else result)
+    return results
+
+
+async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
+    """Start the server, wait for a stop signal, shut down gracefully."""
+    app = make_app(options, pm)
+    access_log = logging.getLogger("aiohttp.access") if options.log_level == "DEBUG" else None
+    runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=getattr(options, "grace", GRACE_SECONDS))
+    await runner.setup()  # runs the plugins' startup: a bad config fails here
+    site = web.TCPSite(runner, options.host, options.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise OSError(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc} (is another server running? try --port)") from exc
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_hup() -> None:
+        async def do() -> None:
+            try:
+                await reload_plugins(app, pm)
+                logger.info("configuration reloaded")
+            except Exception as exc:  # noqa: BLE001 - a bad reload keeps the old config
+                logger.error("reload rejected, the previous configuration keeps serving: %s", exc)
+
+        asyncio.ensure_future(do())
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    print(f"hulumanage serving on http://{options.host}:{options.port}/v1 (approach {options.approach})", file=sys.stderr, flush=True)
+    await stop.wait()
+    logger.info("shutting down: finishing in-flight requests (up to %ss)", runner._shutdown_timeout)
+    await runner.cleanup()
+    return 0

@@ -1,0 +1,57 @@
+"""The ``proxy`` approach: answer a request from the provider pool, or wrap another approach."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from proxy_plugin.errors import ProxyError, bad_request
+from proxy_plugin.runtime import ProxyRuntime
+from proxy_plugin.streaming import stream
+
+RUNTIME = web.AppKey("proxy_plugin_runtime", ProxyRuntime)
+NOT_CONFIGURED = (
+    "the proxy approach is not configured: start the server with --proxy-config PATH or set "
+    "HULUMANAGE_PROXY_CONFIG (copy proxy_config.example.yaml to start)"
+)
+
+
+class ProxyApproach:
+    """Load balancing, health checks and failover across OpenAI-compatible providers."""
+
+    slug = "proxy"
+    description = "load-balance across configured providers with health checks and failover"
+    params = {"proxy_wrap": "run this approach with a client backed by the provider pool (e.g. 'moa')"}
+    terminal = True
+
+    async def run(self, call: Any) -> Any:
+        """Serve ``call`` from the pool; with ``proxy_wrap`` run that approach on a pool-backed client."""
+        runtime = call.app.get(RUNTIME) if call.app is not None else None
+        if runtime is None:
+            raise ProxyError(503, NOT_CONFIGURED, "server_error", "proxy_not_configured")
+        wrap = call.extra.get("proxy_wrap")
+        if wrap is not None:
+            return await self._wrapped(call, runtime, wrap)
+        if call.stream:
+            return stream(runtime.current, call.request)
+        return await runtime.current.complete(call.request)
+
+    async def _wrapped(self, call: Any, runtime: ProxyRuntime, wrap: Any) -> Any:
+        """Run the approach named by ``proxy_wrap`` with a client backed by the pool."""
+        from proxy_plugin.wrap import pool_client
+
+        known = ", ".join(sorted(call.approaches))
+        if not isinstance(wrap, str) or not wrap.strip():
+            raise bad_request(f"proxy_wrap must name an approach; known approaches: {known}", "invalid_proxy_wrap")
+        slug = wrap.strip()
+        if "&" in slug:
+            raise bad_request(f"proxy_wrap takes one approach, got {slug!r}; compose layers with a model such as "
+                              f"'{slug}&proxy-{call.request['model']}'", "invalid_proxy_wrap")
+        if slug not in call.approaches:
+            raise bad_request(f"unknown approach {slug!r} in proxy_wrap; known approaches: {known}", "unknown_approach")
+        if slug == self.slug or slug in call.chain:
+            raise bad_request(f"proxy_wrap {slug!r} would run the proxy inside itself (a cycle)", "approach_cycle")
+        extra = {k: v for k, v in call.extra.items() if k != "proxy_wrap"}
+        inner = call.replace(client=pool_client(runtime, call.approaches), extra=extra, chain=(*call.chain, slug))
+        return await call.approaches[slug].run(inner)

@@ -1,0 +1,176 @@
+"""One request's walk through the providers: candidates, retries, backoff, the final error."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from proxy_plugin.classify import Failure
+from proxy_plugin.config import RetryConfig
+from proxy_plugin.errors import ProxyError
+from proxy_plugin.provider import Provider
+
+logger = logging.getLogger(__name__)
+
+BUDGET_WINDOW = 10.0
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """What one attempt came to."""
+
+    failure: Failure | None = None
+    status: int | None = None
+    detail: str = ""
+    body: bytes = b""
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    retry_after: float | None = None
+    connection_level: bool = False
+
+
+class RetryBudget:
+    """Retries allowed as a share of recent requests, so an outage cannot become a retry storm."""
+
+    def __init__(self, ratio: float, minimum: int, clock=time.monotonic) -> None:
+        self.ratio = ratio
+        self.minimum = minimum
+        self._requests: deque[float] = deque()
+        self._retries: deque[float] = deque()
+        self._clock = clock
+
+    def _trim(self, now: float) -> None:
+        horizon = now - BUDGET_WINDOW
+        for q in (self._requests, self._retries):
+            while q and q[0] < horizon:
+                q.popleft()
+
+    def request(self) -> None:
+        """Count one new request."""
+        self._requests.append(self._clock())
+
+    def try_spend(self) -> bool:
+        """Take one retry from the budget if there is room."""
+        now = self._clock()
+        self._trim(now)
+        if len(self._retries) >= max(self.minimum, self.ratio * len(self._requests)):
+            return False
+        self._retries.append(now)
+        return True
+
+
+class Attempts:
+    """Drives one request: yields providers to try and decides on retries."""
+
+    def __init__(
+        self, plan: Sequence[Provider], model: str, retries: RetryConfig, budget: RetryBudget,
+        deadline: float | None, rng: random.Random,
+    ) -> None:
+        self.plan = plan
+        self.model = model
+        self.retries = retries
+        self.budget = budget
+        self.deadline = deadline
+        self.rng = rng
+        self.errors: list[tuple[str, str]] = []
+        self.sent = 0
+        self.rate_limited: list[float | None] = []
+        self.skip_models: set[str] = set()
+        self.last_provider: Provider | None = None
+
+    def remaining(self) -> float | None:
+        """Seconds left before the request's deadline (None: no deadline)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    async def candidates(self) -> AsyncIterator[tuple[Provider, str]]:
+        """Yield (provider, mapped model) holding the provider's slot and circuit permission."""
+        for provider in self.plan:
+            left = self.remaining()
+            if left is not None and left <= 0:
+                self.errors.append((provider.name, "not tried: request deadline reached"))
+                continue
+            mapped = provider.map_model(self.model)
+            if mapped in self.skip_models:
+                continue
+            if not provider.acquire_circuits(mapped):
+                self.errors.append((provider.name, "circuit open"))
+                continue
+            if not await provider.acquire_slot():
+                provider.release_circuits(mapped)
+                self.errors.append((provider.name, f"at capacity ({provider.config.max_concurrent} in flight)"))
+                continue
+            if self.last_provider is not None and self.last_provider is not provider:
+                self.last_provider.failovers += 1
+            self.last_provider = provider
+            provider.in_flight += 1
+            provider.requests += 1
+            try:
+                yield provider, mapped
+            finally:
+                provider.in_flight -= 1
+                provider.release_slot()
+                provider.release_circuits(mapped)
+
+    def record(self, provider: Provider, mapped: str, outcome: Outcome) -> None:
+        """Note a failed attempt and charge it to the provider when it is the provider's fault."""
+        self.sent += 1
+        detail = outcome.detail
+        self.errors.append((provider.name, detail))
+        failure = outcome.failure
+        if failure is Failure.CONTEXT_LENGTH:
+            self.skip_models.add(mapped)
+            return
+        if failure is None or not failure.counts_against_provider:
+            return
+        if outcome.status == 429:
+            self.rate_limited.append(outcome.retry_after)
+        auth = outcome.status in (401, 403)
+        provider.record_failure(
+            mapped, failure.value, detail,
+            whole_provider=outcome.connection_level or auth,
+            open_for=outcome.retry_after if outcome.status == 429 and outcome.retry_after else None,
+            until_health_check=auth,
+        )
+        logger.info("provider %s failed for model %s: %s", provider.name, mapped, detail)
+
+    async def retry_same(self, outcome: Outcome, attempt: int) -> bool:
+        """Wait before retrying on the same provider; False means move on to the next one."""
+        if outcome.failure is not Failure.TRANSIENT or attempt + 1 >= self.retries.attempts_per_provider:
+            return False
+        wait = outcome.retry_after
+        if wait is not None:
+            if wait > self.retries.retry_after_max:
+                return False
+        else:
+            cap = min(self.retries.backoff_max, self.retries.backoff_base * (2 ** attempt))
+            wait = self.rng.uniform(0, cap)
+        left = self.remaining()
+        if left is not None and wait >= left:
+            return False
+        if not self.budget.try_spend():
+            logger.info("retry budget spent; failing over instead of retrying")
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
+
+    def exhausted(self) -> ProxyError:
+        """The error for a request that no provider could answer."""
+        tried = "; ".join(f"{name}: {what}" for name, what in self.errors) or "no provider is configured for it"
+        headers: dict[str, str] = {}
+        if self.sent and len(self.rate_limited) == self.sent:
+            waits = [w for w in self.rate_limited if w is not None]
+            if waits:
+                headers["Retry-After"] = str(max(1, round(min(waits))))
+            return ProxyError(429, f"every provider is rate limiting this request ({tried})", "rate_limit_error",
+                              "all_providers_rate_limited", headers)
+        if not self.sent:
+            headers["Retry-After"] = "1"
+            return ProxyError(503, f"no provider could take this request ({tried})", "server_error",
+                              "no_provider_available", headers)
+        return ProxyError(502, f"all providers failed for model {self.model!r} ({tried})", "upstream_error",
+                          "all_providers_failed")

@@ -1,0 +1,147 @@
+"""Circuit breakers: closed, open, half-open, kept per provider and per upstream model."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half_open"
+FOREVER = float("inf")
+
+
+class Breaker:
+    """One circuit: opens on consecutive failures or a failure rate, probes, closes on success."""
+
+    __slots__ = (
+        "consecutive_limit", "failure_rate", "window", "min_requests", "open_base", "open_max",
+        "state", "consecutive", "openings", "open_until", "probing", "last_failure", "until_health_check",
+        "_events", "_clock", "_rng",
+    )
+
+    def __init__(
+        self,
+        *,
+        consecutive_failures: int = 5,
+        failure_rate: float = 0.5,
+        window: float = 30.0,
+        min_requests: int = 10,
+        open_base: float = 5.0,
+        open_max: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.consecutive_limit = consecutive_failures
+        self.failure_rate = failure_rate
+        self.window = window
+        self.min_requests = min_requests
+        self.open_base = open_base
+        self.open_max = open_max
+        self.state = CLOSED
+        self.consecutive = 0
+        self.openings = 0
+        self.open_until = 0.0
+        self.probing = False
+        self.last_failure = 0.0
+        self.until_health_check = False
+        self._events: deque[tuple[float, bool]] = deque()
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    def _current(self) -> str:
+        if self.state == OPEN and not self.until_health_check and self._clock() >= self.open_until:
+            self.state = HALF_OPEN
+            self.probing = False
+        return self.state
+
+    def available(self) -> bool:
+        """Whether a request may be sent now (without taking the half-open probe)."""
+        state = self._current()
+        return state == CLOSED or (state == HALF_OPEN and not self.probing)
+
+    def acquire(self) -> bool:
+        """Take permission to send one request; in half-open only one probe at a time."""
+        state = self._current()
+        if state == CLOSED:
+            return True
+        if state == HALF_OPEN and not self.probing:
+            self.probing = True
+            return True
+        return False
+
+    def release(self) -> None:
+        """Give back a probe permission that was not used (no request was sent)."""
+        if self.state == HALF_OPEN:
+            self.probing = False
+
+    def success(self) -> None:
+        """Record a success: a half-open probe closes the circuit."""
+        now = self._clock()
+        self.consecutive = 0
+        self._record(now, True)
+        if self.state != CLOSED:
+            self._close()
+
+    def failure(self, *, open_for: float | None = None, until_health_check: bool = False) -> None:
+        """Record a failure; open when the limits say so (or at once with ``open_for``)."""
+        now = self._clock()
+        self.consecutive += 1
+        self.last_failure = now
+        self._record(now, False)
+        if until_health_check:
+            self._open(now, FOREVER, until_health_check=True)
+        elif open_for is not None:
+            self._open(now, open_for)
+        elif self.state == HALF_OPEN or self._tripped():
+            self._open(now, None)
+
+    def health_check_passed(self) -> None:
+        """A passing health check closes a circuit held open for an auth failure."""
+        if self.until_health_check:
+            self._close()
+
+    def _tripped(self) -> bool:
+        if self.consecutive >= self.consecutive_limit:
+            return True
+        total = len(self._events)
+        if total < self.min_requests:
+            return False
+        failures = sum(1 for _, ok in self._events if not ok)
+        return failures / total >= self.failure_rate
+
+    def _record(self, now: float, ok: bool) -> None:
+        events = self._events
+        events.append((now, ok))
+        horizon = now - self.window
+        while events and events[0][0] < horizon:
+            events.popleft()
+
+    def _open(self, now: float, duration: float | None, *, until_health_check: bool = False) -> None:
+        self.openings += 1
+        if duration is None:
+            base = min(self.open_max, self.open_base * (2 ** (self.openings - 1)))
+            duration = base * self._rng.uniform(0.8, 1.2)
+        self.state = OPEN
+        self.probing = False
+        self.until_health_check = until_health_check
+        self.open_until = now + duration
+
+    def _close(self) -> None:
+        self.state = CLOSED
+        self.consecutive = 0
+        self.openings = 0
+        self.probing = False
+        self.until_health_check = False
+        self._events.clear()
+
+    def snapshot(self) -> dict[str, object]:
+        """A JSON-able view for ``/health``."""
+        state = self._current()
+        view: dict[str, object] = {"state": state, "consecutive_failures": self.consecutive}
+        if state == OPEN:
+            view["reopens_in"] = None if self.until_health_check else round(max(0.0, self.open_until - self._clock()), 3)
+            view["until_health_check"] = self.until_health_check
+        return view

@@ -1,0 +1,108 @@
+"""Active health checks: a background task that probes each provider's ``/models``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+import orjson
+
+from proxy_plugin.classify import describe_exception
+from proxy_plugin.pool import Pool
+from proxy_plugin.provider import Provider
+
+logger = logging.getLogger(__name__)
+
+
+async def check(pool: Pool, provider: Provider) -> bool:
+    """Probe one provider once (GET {base_url}/models with its key); update its state."""
+    hc = pool.config.routing.health_check
+    headers = {k: v for k, v in provider.headers.items() if k != "Content-Type"}
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(hc.timeout):
+            async with pool.session.get(provider.models_url, headers=headers) as resp:
+                body = await resp.read()
+                ok = resp.status == 200
+                detail = f"health check answered {resp.status}"
+                error_class = "provider_config" if resp.status in (401, 403, 404) else "transient"
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        ok, detail, error_class = False, f"health check: {describe_exception(exc)}", "transient"
+    provider.last_check = time.monotonic() - started
+    if ok:
+        provider.models = _model_ids(body)
+        provider.check_failures = 0
+        provider.check_passes += 1
+        if not provider.healthy and provider.check_passes >= hc.healthy_after:
+            logger.info("provider %s is healthy again", provider.name)
+            provider.healthy = True
+        provider.health_check_passed()
+    else:
+        provider.check_passes = 0
+        provider.check_failures += 1
+        provider.last_error, provider.last_error_class = detail, error_class
+        if provider.healthy and provider.check_failures >= hc.unhealthy_after:
+            logger.warning("provider %s is unhealthy: %s", provider.name, detail)
+            provider.healthy = False
+    return ok
+
+
+def _model_ids(body: bytes) -> tuple[str, ...]:
+    """The model ids of an OpenAI ``/models`` list (empty when it is not one)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ()
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return ()
+    return tuple(m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str))
+
+
+async def check_all(pool: Pool) -> None:
+    """Probe every provider of ``pool`` concurrently."""
+    await asyncio.gather(*(check(pool, p) for p in pool.providers))
+
+
+class HealthChecker:
+    """Runs ``check_all`` every ``interval`` seconds on whatever pool is current."""
+
+    def __init__(self, current: Callable[[], Pool]) -> None:
+        self._current = current
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        """Start the background task (no-op when checks are disabled)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="proxy-health-checker")
+
+    def poke(self) -> None:
+        """Check now (after a reload)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Cancel the task and wait for it."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            pool = self._current()
+            hc = pool.config.routing.health_check
+            if hc.enabled:
+                try:
+                    await check_all(pool)
+                except Exception:  # noqa: BLE001 - a bug here must not stop future checks
+                    logger.exception("health check round failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(hc.interval):
+                    await self._wake.wait()

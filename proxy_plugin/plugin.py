@@ -1,0 +1,100 @@
+"""The hookimpls that register the ``proxy`` approach with a hulumanage host."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from proxy_plugin import hookimpl
+from proxy_plugin.approach import RUNTIME, ProxyApproach
+from proxy_plugin.config import ConfigError, find_config_path
+from proxy_plugin.runtime import ProxyRuntime
+
+logger = logging.getLogger(__name__)
+
+
+@hookimpl
+def register_approaches(register: Any) -> None:
+    """Register ``proxy``."""
+    register(ProxyApproach())
+
+
+@hookimpl
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--proxy-config``."""
+    parser.add_argument("--proxy-config", metavar="PATH", default=None,
+                        help="proxy providers file (default $HULUMANAGE_PROXY_CONFIG, else ~/.hulumanage/proxy_config.yaml)")
+
+
+class ProxyNotConfigured(Exception):
+    """``--approach proxy`` with no configuration file anywhere."""
+
+
+@hookimpl
+def lifespan(app: web.Application, options: argparse.Namespace) -> AsyncIterator[None]:
+    """Load the config and start the pool at startup; close it at shutdown."""
+    return _lifespan(app, options)
+
+
+async def _lifespan(app: web.Application, options: argparse.Namespace) -> AsyncIterator[None]:
+    path, looked = find_config_path(getattr(options, "proxy_config", None), os.environ)
+    if path is None:
+        if getattr(options, "approach", None) == "proxy":
+            raise ProxyNotConfigured(
+                "--approach proxy needs a providers file, and none was found (looked at: "
+                + ", ".join(looked)
+                + "). Copy proxy_config.example.yaml to one of those places, or pass --proxy-config PATH; "
+                "or try `hulumanage demo`, which needs no configuration."
+            )
+        logger.info("proxy approach available but not configured (looked at: %s)", ", ".join(looked))
+        yield
+        return
+    runtime = ProxyRuntime(path)
+    await runtime.start()
+    app[RUNTIME] = runtime
+    try:
+        yield
+    finally:
+        await runtime.close()
+
+
+@hookimpl
+def health(app: web.Application) -> dict[str, Any]:
+    """The proxy's providers, circuits and queue for ``/health``."""
+    runtime = app.get(RUNTIME)
+    if runtime is None:
+        return {"proxy": {"configured": False}}
+    return {"proxy": {"configured": True, **runtime.snapshot()}}
+
+
+@hookimpl
+def list_models(app: web.Application) -> list[dict[str, Any]]:
+    """Every ``model_map`` alias plus the models the providers report."""
+    runtime = app.get(RUNTIME)
+    if runtime is None:
+        return []
+    models: dict[str, dict[str, Any]] = {}
+    for provider in runtime.current.providers:
+        for alias in provider.config.model_map:
+            models.setdefault(alias, {"id": alias, "object": "model", "created": 0, "owned_by": "proxy"})
+    for provider in runtime.current.providers:
+        for model in provider.models:
+            models.setdefault(model, {"id": model, "object": "model", "created": 0, "owned_by": provider.name})
+    return list(models.values())
+
+
+@hookimpl
+def reload(app: web.Application) -> Any:
+    """Reload the providers file (the old pool keeps serving if the new file is invalid)."""
+    runtime = app.get(RUNTIME)
+    if runtime is None:
+        return None
+    return runtime.reload()
+
+
+__all__ = ["ConfigError"]

@@ -1,0 +1,175 @@
+"""The provider pool: admission queue, routing plan, upstream calls (non-streaming)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from proxy_plugin.attempts import Attempts, Outcome, RetryBudget
+from proxy_plugin.classify import Failure, classify_exception, classify_status, describe_exception, error_code, retry_after
+from proxy_plugin.config import ProxyConfig
+from proxy_plugin.errors import ProxyError
+from proxy_plugin.provider import Provider
+from proxy_plugin.routing import make_strategy
+
+logger = logging.getLogger(__name__)
+
+MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawResponse:
+    """Upstream bytes for the host to relay untouched."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class Pool:
+    """Everything one configuration needs at run time: providers, strategy, queue, session."""
+
+    def __init__(self, config: ProxyConfig, session: aiohttp.ClientSession, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.session = session
+        self.providers = [Provider(p, config.circuit_breaker, i) for i, p in enumerate(config.providers)]
+        self.by_name = {p.name: p for p in self.providers}
+        self.strategy = make_strategy(config.routing.strategy)
+        self.rng = rng or random.Random()
+        self.budget = RetryBudget(config.retries.budget_ratio, config.retries.budget_min)
+        self._queue = asyncio.Semaphore(config.queue.max_concurrent)
+        self.in_flight = 0
+        self.rejected = 0
+        self.requests = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- admission -----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def admission(self) -> AsyncIterator[None]:
+        """Hold one of ``queue.max_concurrent`` places, waiting at most ``queue.timeout``."""
+        queue = self._queue
+        if queue.locked():
+            try:
+                async with asyncio.timeout(self.config.queue.timeout):
+                    await queue.acquire()
+            except TimeoutError:
+                self.rejected += 1
+                limit = self.config.queue.max_concurrent
+                raise ProxyError(
+                    503,
+                    f"the proxy is at capacity: {limit} requests in flight and no place freed within "
+                    f"{self.config.queue.timeout:g}s; retry later or raise queue.max_concurrent",
+                    "server_error", "queue_full", {"Retry-After": "1"},
+                ) from None
+        else:
+            await queue.acquire()
+        self.in_flight += 1
+        self.requests += 1
+        self._idle.clear()
+        self.budget.request()
+        try:
+            yield
+        finally:
+            queue.release()
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def drained(self) -> None:
+        """Wait until no request is in flight (used before closing a replaced pool)."""
+        await self._idle.wait()
+
+    # -- planning ------------------------------------------------------------------
+
+    def plan(self, model: str) -> list[Provider]:
+        """Providers to try, in order: available primaries, then available fallbacks.
+
+        When none is available, every provider, least recently failed first.
+        """
+        primaries, fallbacks = [], []
+        for p in self.providers:
+            if p.available(p.map_model(model)):
+                (fallbacks if p.config.fallback_only else primaries).append(p)
+        order = self.strategy.order(primaries) + self.strategy.order(fallbacks)
+        if not order:
+            order = sorted(self.providers, key=lambda p: (p.last_failure, p.config.fallback_only, p.index))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("route model=%s strategy=%s plan=%s", model, self.strategy.name, [p.name for p in order])
+        return order
+
+    def attempts(self, model: str) -> Attempts:
+        """A fresh attempt driver for one request."""
+        total = self.config.timeouts.total
+        deadline = time.monotonic() + total if total else None
+        return Attempts(self.plan(model), model, self.config.retries, self.budget, deadline, self.rng)
+
+    # -- non-streaming -------------------------------------------------------------
+
+    async def complete(self, body: dict[str, Any]) -> RawResponse:
+        """Answer a non-streaming request from the first provider that can."""
+        model = body["model"]
+        async with self.admission():
+            run = self.attempts(model)
+            async for provider, mapped in run.candidates():
+                payload = orjson.dumps(body if mapped == model else {**body, "model": mapped})
+                for attempt in range(self.config.retries.attempts_per_provider):
+                    outcome, response = await self._post_once(provider, mapped, payload, run)
+                    if response is not None:
+                        return response
+                    assert outcome is not None
+                    if outcome.failure is Failure.CALLER:
+                        return RawResponse(outcome.status or 400, outcome.body, {"Content-Type": "application/json"})
+                    run.record(provider, mapped, outcome)
+                    if not await run.retry_same(outcome, attempt):
+                        break
+            raise run.exhausted()
+
+    async def _post_once(
+        self, provider: Provider, mapped: str, payload: bytes, run: Attempts
+    ) -> tuple[Outcome | None, RawResponse | None]:
+        """One upstream POST; either a response to return or the failure's outcome."""
+        timeouts = self.config.timeouts_for(provider.config)
+        limit = timeouts.request
+        left = run.remaining()
+        if left is not None:
+            limit = min(limit, left)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(limit):
+                async with self.session.post(
+                    provider.chat_url, data=payload, headers=provider.headers,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
+                ) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    headers = resp.headers
+        except Exception as exc:  # noqa: BLE001 - classified below, re-raised when not ours
+            failure = classify_exception(exc)
+            if failure is None:
+                raise
+            return Outcome(failure, None, describe_exception(exc), connection_level=_connection_level(exc)), None
+        if status == 200:
+            if body[:1] == b"{" or body.lstrip()[:1] == b"{":
+                provider.record_success(mapped, time.monotonic() - started)
+                return None, RawResponse(200, body, {"Content-Type": "application/json"})
+            return Outcome(Failure.BAD_RESPONSE, 200, "200 with a body that is not a JSON completion"), None
+        failure = classify_status(status, body)
+        code = error_code(body)
+        detail = f"{status}" + (f" ({code})" if code else "")
+        return Outcome(failure, status, detail, body[:MAX_ERROR_BODY], dict(headers), retry_after(headers)), None
+
+
+def _connection_level(exc: BaseException) -> bool:
+    """Failures that say the provider as a whole is unreachable (not one model)."""
+    return isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError, aiohttp.ClientOSError))

@@ -1,0 +1,167 @@
+"""Live state of one provider: health, circuits, concurrency slots, latency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+from proxy_plugin.breaker import Breaker
+from proxy_plugin.config import CircuitBreakerConfig, ProviderConfig
+
+LATENCY_SAMPLES = 200
+
+
+class Provider:
+    """A configured provider plus everything the pool learns about it at run time."""
+
+    def __init__(self, config: ProviderConfig, breakers: CircuitBreakerConfig, index: int) -> None:
+        self.config = config
+        self.name = config.name
+        self.index = index
+        self.healthy = True
+        self.last_error: str | None = None
+        self.last_error_class: str | None = None
+        self.last_failure = 0.0
+        self.last_check: float | None = None
+        self.check_failures = 0
+        self.models: tuple[str, ...] = ()
+        self.check_passes = 0
+        self.in_flight = 0
+        self.requests = 0
+        self.failures = 0
+        self.failovers = 0
+        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.ewma: float | None = None
+        self._breaker_config = breakers
+        self._breakers: dict[str | None, Breaker] = {}
+        limit = config.max_concurrent
+        self._slots = asyncio.Semaphore(limit) if limit else None
+        self.headers = {"Content-Type": "application/json", **dict(config.headers)}
+        if config.api_key:
+            self.headers["Authorization"] = f"Bearer {config.api_key}"
+        self.chat_url = f"{config.base_url}/chat/completions"
+        self.models_url = f"{config.base_url}/models"
+
+    def map_model(self, model: str) -> str:
+        """The provider's name for the model the client asked for."""
+        return self.config.model_map.get(model, model)
+
+    def breaker(self, model: str | None) -> Breaker:
+        """The circuit for ``model`` on this provider (None: the provider as a whole)."""
+        breaker = self._breakers.get(model)
+        if breaker is None:
+            c = self._breaker_config
+            breaker = Breaker(
+                consecutive_failures=c.consecutive_failures, failure_rate=c.failure_rate, window=c.window,
+                min_requests=c.min_requests, open_base=c.open_base, open_max=c.open_max,
+            )
+            self._breakers[model] = breaker
+        return breaker
+
+    def available(self, model: str) -> bool:
+        """Healthy, and neither the provider's nor the model's circuit is open."""
+        if not self.healthy:
+            return False
+        if not self._breaker_config.enabled:
+            return True
+        return self.breaker(None).available() and self.breaker(model).available()
+
+    def acquire_circuits(self, model: str) -> bool:
+        """Take permission from both circuits (half-open allows one probe)."""
+        if not self._breaker_config.enabled:
+            return True
+        whole = self.breaker(None)
+        if not whole.acquire():
+            return False
+        if not self.breaker(model).acquire():
+            whole.release()
+            return False
+        return True
+
+    def release_circuits(self, model: str) -> None:
+        """Give back circuit permission for an attempt that was not sent."""
+        if self._breaker_config.enabled:
+            self.breaker(None).release()
+            self.breaker(model).release()
+
+    async def acquire_slot(self) -> bool:
+        """Take a concurrency slot, waiting up to ``slot_wait``; False when still full."""
+        slots = self._slots
+        if slots is None:
+            return True
+        if not slots.locked():
+            await slots.acquire()
+            return True
+        try:
+            async with asyncio.timeout(self.config.slot_wait):
+                await slots.acquire()
+        except TimeoutError:
+            return False
+        return True
+
+    def release_slot(self) -> None:
+        """Give back a concurrency slot."""
+        if self._slots is not None:
+            self._slots.release()
+
+    @property
+    def load(self) -> float:
+        """Share of capacity in use (in-flight requests when unlimited)."""
+        limit = self.config.max_concurrent
+        return self.in_flight / limit if limit else float(self.in_flight)
+
+    def record_success(self, model: str, latency: float) -> None:
+        """A successful attempt: latency stats, circuits closed."""
+        self.latencies.append(latency)
+        self.ewma = latency if self.ewma is None else 0.8 * self.ewma + 0.2 * latency
+        if self._breaker_config.enabled:
+            self.breaker(None).success()
+            self.breaker(model).success()
+
+    def record_failure(
+        self, model: str, error_class: str, detail: str, *, whole_provider: bool,
+        open_for: float | None = None, until_health_check: bool = False,
+    ) -> None:
+        """A failed attempt that is the provider's fault."""
+        self.failures += 1
+        self.last_error_class = error_class
+        self.last_error = detail
+        self.last_failure = time.monotonic()
+        if not self._breaker_config.enabled:
+            return
+        if whole_provider:
+            self.breaker(None).failure(open_for=open_for, until_health_check=until_health_check)
+            self.breaker(model).failure(open_for=open_for) if open_for is not None else None
+        else:
+            self.breaker(model).failure(open_for=open_for, until_health_check=until_health_check)
+
+    def health_check_passed(self) -> None:
+        """Active check passed: circuits held open for auth failures close."""
+        for breaker in self._breakers.values():
+            breaker.health_check_passed()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able, secret-free view for ``/health``."""
+        lat = sorted(self.latencies)
+        view: dict[str, Any] = {
+            "healthy": self.healthy,
+            "available": self.available(""),
+            "fallback_only": self.config.fallback_only,
+            "weight": self.config.weight,
+            "in_flight": self.in_flight,
+            "max_concurrent": self.config.max_concurrent,
+            "requests": self.requests,
+            "failures": self.failures,
+            "failovers": self.failovers,
+            "last_error_class": self.last_error_class,
+            "last_error": self.last_error,
+            "latency_ms": {
+                "p50": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
+                "p95": round(lat[min(len(lat) - 1, int(len(lat) * 0.95))] * 1000, 1) if lat else None,
+                "samples": len(lat),
+            },
+            "circuits": {("*" if k is None else k): b.snapshot() for k, b in self._breakers.items()},
+        }
+        return view

@@ -1,0 +1,91 @@
+"""The proxy's life in one server: config, connection pool, provider pool, health checker, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from proxy_plugin.config import ProxyConfig, load_config
+from proxy_plugin.health import HealthChecker
+from proxy_plugin.pool import Pool
+
+logger = logging.getLogger(__name__)
+
+
+class ProxyRuntime:
+    """Owns the long-lived ClientSession and the current Pool; a reload swaps the pool whole."""
+
+    def __init__(self, path: Path, environ: Mapping[str, str] | None = None) -> None:
+        self.path = path
+        self.environ = os.environ if environ is None else environ
+        self.config: ProxyConfig = load_config(path, self.environ)
+        self.session: aiohttp.ClientSession | None = None
+        self.pool: Pool | None = None
+        self.reloads = 0
+        self._health = HealthChecker(lambda: self.current)
+        self._retired: set[asyncio.Task[None]] = set()
+
+    @property
+    def current(self) -> Pool:
+        """The pool serving new requests."""
+        assert self.pool is not None, "the proxy runtime is not started"
+        return self.pool
+
+    async def start(self) -> None:
+        """Open the connection pool, build the provider pool, start health checks."""
+        logging.getLogger("proxy_plugin").setLevel(self.config.monitoring.log_level)
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+                                             auto_decompress=True)
+        self.pool = Pool(self.config, self.session)
+        self._health.start()
+        logger.info("proxy ready: %d providers (%s), strategy %s, config %s", len(self.config.providers),
+                    ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)
+
+    async def reload(self) -> dict[str, Any]:
+        """Load the file again; on success swap in a new pool (in-flight requests finish on the old one).
+
+        An invalid file raises ConfigError and the current configuration keeps serving.
+        """
+        config = load_config(self.path, self.environ)
+        assert self.session is not None
+        old, self.config = self.pool, config
+        self.pool = Pool(config, self.session)
+        self.reloads += 1
+        logging.getLogger("proxy_plugin").setLevel(config.monitoring.log_level)
+        self._health.poke()
+        if old is not None:
+            task = asyncio.create_task(old.drained())
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+        logger.info("proxy configuration reloaded from %s: %d providers", self.path, len(config.providers))
+        return {"reloaded": True, "providers": [p.name for p in config.providers], "reloads": self.reloads}
+
+    async def close(self) -> None:
+        """Stop health checks and close every upstream connection."""
+        await self._health.stop()
+        for task in list(self._retired):
+            task.cancel()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able, secret-free status for ``/health``."""
+        pool = self.current
+        return {
+            "config": str(self.path),
+            "strategy": pool.strategy.name,
+            "in_flight": pool.in_flight,
+            "queue_limit": pool.config.queue.max_concurrent,
+            "queue_rejected": pool.rejected,
+            "requests": pool.requests,
+            "reloads": self.reloads,
+            "providers": {p.name: p.snapshot() for p in pool.providers},
+        }

@@ -1,0 +1,92 @@
+"""A client that behaves like ``openai.AsyncOpenAI`` and is backed by the provider pool.
+
+Wrapped approaches (``proxy_wrap: moa``, ``bon&proxy-gpt-4``) get a real SDK client
+whose HTTP transport hands each request to the pool instead of the network, so
+every call they make gets routing, failover, model mapping, limits and health.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx2
+import openai
+import orjson
+
+from proxy_plugin.errors import ProxyError
+from proxy_plugin.runtime import ProxyRuntime
+from proxy_plugin.streaming import stream
+
+logger = logging.getLogger(__name__)
+
+HOST_FIELDS = frozenset({"hulumanage_approach"})
+
+
+class _SSEBody(httpx2.AsyncByteStream):
+    """An httpx body that relays a pool stream; closing it closes the upstream."""
+
+    def __init__(self, first: bytes, rest: AsyncIterator[bytes]) -> None:
+        self._first = first
+        self._rest = rest
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._first
+        try:
+            async for part in self._rest:
+                yield part
+        except ProxyError as exc:
+            yield b"data: " + orjson.dumps(_payload(exc)) + b"\n\n"
+
+    async def aclose(self) -> None:
+        await self._rest.aclose()  # type: ignore[attr-defined]
+
+
+def _payload(exc: ProxyError) -> dict[str, Any]:
+    if exc.body and isinstance(exc.body.get("error"), Mapping):
+        return {"error": dict(exc.body["error"])}
+    return {"error": {"message": exc.message, "type": exc.type, "code": exc.code}}
+
+
+def _error(exc: ProxyError) -> httpx2.Response:
+    return httpx2.Response(exc.status_code, headers={"content-type": "application/json", **exc.headers},
+                           content=orjson.dumps(_payload(exc)))
+
+
+class PoolTransport(httpx2.AsyncBaseTransport):
+    """Answers the SDK's ``POST /chat/completions`` from the pool."""
+
+    def __init__(self, runtime: ProxyRuntime, strip: frozenset[str]) -> None:
+        self._runtime = runtime
+        self._strip = strip
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send the request through the pool; relay bytes (and SSE) back to the SDK."""
+        if request.method != "POST" or not request.url.path.endswith("/chat/completions"):
+            return _error(ProxyError(404, f"{request.method} {request.url.path} is not available through the proxy pool",
+                                     "invalid_request_error", "not_found"))
+        body = orjson.loads(await request.aread())
+        for name in self._strip.intersection(body):
+            del body[name]  # approach parameters never go upstream
+        pool = self._runtime.current
+        try:
+            if body.get("stream") is True:
+                parts = stream(pool, body)
+                first = await anext(parts)
+                return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=_SSEBody(first, parts))
+            response = await pool.complete(body)
+        except ProxyError as exc:
+            return _error(exc)
+        return httpx2.Response(response.status, headers=response.headers, content=response.body)
+
+
+def pool_client(runtime: ProxyRuntime, approaches: Mapping[str, Any]) -> openai.AsyncOpenAI:
+    """An ``openai.AsyncOpenAI`` whose chat completions go through ``runtime``'s pool."""
+    strip = frozenset(HOST_FIELDS.union(*(getattr(a, "params", {}) or {} for a in approaches.values())))
+    return openai.AsyncOpenAI(
+        api_key="proxy-pool",
+        base_url="http://proxy-pool.invalid/v1",
+        max_retries=0,  # the pool is the only retry loop
+        http_client=httpx2.AsyncClient(transport=PoolTransport(runtime, strip), timeout=None),
+    )
