@@ -11,7 +11,7 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
-from hulumanage import api
+from hulumanage import admin, api
 from hulumanage.keys import APPROACHES, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.plugins import collect_approaches, get_plugin_manager
 
@@ -64,6 +64,7 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
     app.router.add_get("/v1/models", api.list_models)
     app.router.add_get("/models", api.list_models)
     app.router.add_get("/health", api.health)
+    app.router.add_post("/admin/reload", admin.reload)
     pm.hook.register_routes(app=app, options=options)
     app.router.add_route("*", "/v1/{tail:.*}", api.not_found)
     return app

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import logging
 import signal
 import sys
@@ -12,6 +11,7 @@ import sys
 import pluggy
 from aiohttp import web
 
+from hulumanage.admin import reload_plugins
 from hulumanage.app import make_app
 
 logger = logging.getLogger("hulumanage")
@@ -27,14 +27,6 @@ def install_uvloop() -> bool:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return True
-
-
-async def reload_plugins(app: web.Application, pm: pluggy.PluginManager) -> list[object]:
-    """Run every plugin's ``reload`` hook, awaiting what needs awaiting."""
-    results = []
-    for result in pm.hook.reload(app=app):
-        results.append(await result if inspect.isawaitable(result) else result)
-    return results
 
 
 async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
@@ -57,7 +49,7 @@ async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
     def on_hup() -> None:
         async def do() -> None:
             try:
-                await reload_plugins(app, pm)
+                await reload_plugins(app)
                 logger.info("configuration reloaded")
             except Exception as exc:  # noqa: BLE001 - a bad reload keeps the old config
                 logger.error("reload rejected, the previous configuration keeps serving: %s", exc)

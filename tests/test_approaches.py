@@ -20,7 +20,7 @@ import pytest
 from hulumanage.approaches.bon import BestOfN, parse_rating
 from hulumanage.approaches.moa import MixtureOfAgents
 from hulumanage.call import Call
-from hulumanage.sim import DEFAULT_ANSWER, FakeProvider, error, ok
+from hulumanage.sim import FakeProvider, error, ok
 from hulumanage.sim.payload import count_tokens, words
 
 MODEL = "gpt-4"
@@ -166,9 +166,7 @@ async def test_moa_three_steps_messages_and_usage(fake: FakeProvider, client: op
     assert isinstance(result["id"], str) and isinstance(result["created"], int)
     assert [c["index"] for c in result["choices"]] == [0, 1]
     assert [c["message"]["content"] for c in result["choices"]] == ["Six.", "Six."]
-    assert result["usage"] == expected_usage(
-        fake, ["Six, because three doubled.", "Candidate 1 is right.", "Six."]
-    )
+    assert result["usage"] == expected_usage(fake, ["Six, because three doubled.", "Candidate 1 is right.", "Six."])
 
 
 async def test_moa_fills_up_proposals_when_n_is_ignored(fake: FakeProvider) -> None:
@@ -245,7 +243,9 @@ async def test_moa_stream_error_on_final_call_raises_before_streaming(
 
 
 @pytest.mark.parametrize("extra", [{"moa_proposals": 0}, {"moa_proposals": "3"}, {"moa_temperature": 5}])
-async def test_moa_rejects_bad_parameters(fake: FakeProvider, client: openai.AsyncOpenAI, extra: dict[str, Any]) -> None:
+async def test_moa_rejects_bad_parameters(
+    fake: FakeProvider, client: openai.AsyncOpenAI, extra: dict[str, Any]
+) -> None:
     """Bad approach parameters are a 400 before any upstream call."""
     with pytest.raises(Exception) as info:
         await MixtureOfAgents().run(make_call(client, extra))
@@ -363,4 +363,3 @@ def test_approach_metadata() -> None:
     assert set(bon.params) == {"bon_n", "bon_temperature"}
     assert moa.terminal is False and bon.terminal is False
     assert moa.description and bon.description
-    assert DEFAULT_ANSWER  # the fake's default answer is what unscripted calls return

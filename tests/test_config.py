@@ -83,7 +83,11 @@ def test_example_file_loads() -> None:
     assert config.source == str(EXAMPLE)
     openai, together, local = config.providers
     assert (openai.name, openai.base_url, openai.api_key, openai.weight) == (
-        "openai", "https://api.openai.com/v1", "sk-openai", 3.0)
+        "openai",
+        "https://api.openai.com/v1",
+        "sk-openai",
+        3.0,
+    )
     assert together.api_key == "tg-key"
     assert together.model_map["llama-3.1-70b"] == "meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo"
     assert (local.fallback_only, local.api_key, local.base_url) == (True, None, "http://127.0.0.1:8000/v1")
@@ -93,8 +97,14 @@ def test_example_file_loads() -> None:
 
 
 def test_example_file_takes_env_overrides() -> None:
-    env = {"OPENAI_API_KEY": "a", "TOGETHER_API_KEY": "b", "TOGETHER_WEIGHT": "2.5",
-           "LOCAL_LLM_HOST": "gpu-box", "LOCAL_LLM_PORT": "11434", "LOCAL_LLM_KEY": "ollama"}
+    env = {
+        "OPENAI_API_KEY": "a",
+        "TOGETHER_API_KEY": "b",
+        "TOGETHER_WEIGHT": "2.5",
+        "LOCAL_LLM_HOST": "gpu-box",
+        "LOCAL_LLM_PORT": "11434",
+        "LOCAL_LLM_KEY": "ollama",
+    }
     together, local = load_config(EXAMPLE, env).providers[1:]
     assert together.weight == 2.5
     assert (local.base_url, local.api_key) == ("http://gpu-box:11434/v1", "ollama")
@@ -120,23 +130,26 @@ def test_example_documents_every_option() -> None:
 # --- interpolation -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "env", "expected"), [
-    ("${KEY}", {"KEY": "k1"}, "k1"),
-    ("${KEY:-dflt}", {}, "dflt"),
-    ("${KEY:-dflt}", {"KEY": ""}, "dflt"),
-    ("${KEY:-dflt}", {"KEY": "set"}, "set"),
-    ("${KEY}", {"KEY": ""}, None),
-    ("${A:-${B}}", {"B": "from-b"}, "from-b"),
-    ("${A:-${B}}", {"A": "from-a"}, "from-a"),
-    ("${A:-${B:-literal}}", {}, "literal"),
-    ("${A:-${B:-literal}}", {"B": "bb"}, "bb"),
-    ("pre-${A}-mid-${B:-x}-post", {"A": "1"}, "pre-1-mid-x-post"),
-    ("cost$$5", {}, "cost$5"),
-    ("$${KEY}", {"KEY": "no"}, "${KEY}"),
-    ("a$b $", {}, "a$b $"),
-    ("${A:-}", {}, None),
-    ("${A:-x}}", {}, "x}"),
-])
+@pytest.mark.parametrize(
+    ("raw", "env", "expected"),
+    [
+        ("${KEY}", {"KEY": "k1"}, "k1"),
+        ("${KEY:-dflt}", {}, "dflt"),
+        ("${KEY:-dflt}", {"KEY": ""}, "dflt"),
+        ("${KEY:-dflt}", {"KEY": "set"}, "set"),
+        ("${KEY}", {"KEY": ""}, None),
+        ("${A:-${B}}", {"B": "from-b"}, "from-b"),
+        ("${A:-${B}}", {"A": "from-a"}, "from-a"),
+        ("${A:-${B:-literal}}", {}, "literal"),
+        ("${A:-${B:-literal}}", {"B": "bb"}, "bb"),
+        ("pre-${A}-mid-${B:-x}-post", {"A": "1"}, "pre-1-mid-x-post"),
+        ("cost$$5", {}, "cost$5"),
+        ("$${KEY}", {"KEY": "no"}, "${KEY}"),
+        ("a$b $", {}, "a$b $"),
+        ("${A:-}", {}, None),
+        ("${A:-x}}", {}, "x}"),
+    ],
+)
 def test_interpolation_forms(raw: str, env: dict[str, str], expected: str | None) -> None:
     assert parse_config(one(api_key=raw), env).providers[0].api_key == expected
 
@@ -156,8 +169,10 @@ def test_interpolation_in_maps_values_not_keys() -> None:
 def test_unset_variable_names_variable_and_path() -> None:
     e = error(one(api_key="${OPENAI_API_KEY}"))
     assert e.key_path == "providers[0].api_key"
-    assert str(e) == ("cfg.yaml: providers[0].api_key: environment variable OPENAI_API_KEY is not set "
-                      "(set it, or write ${OPENAI_API_KEY:-default})")
+    assert str(e) == (
+        "cfg.yaml: providers[0].api_key: environment variable OPENAI_API_KEY is not set "
+        "(set it, or write ${OPENAI_API_KEY:-default})"
+    )
 
 
 def test_nested_default_with_unset_inner_variable() -> None:
@@ -176,8 +191,9 @@ def test_unterminated_reference(raw: str) -> None:
     assert "unterminated '${'" in e.problem
 
 
-@pytest.mark.parametrize(("raw", "problem"), [("${}", "expected a variable name"), ("${A:x}", "':-'"),
-                                               ("${1A}", "expected a variable name")])
+@pytest.mark.parametrize(
+    ("raw", "problem"), [("${}", "expected a variable name"), ("${A:x}", "':-'"), ("${1A}", "expected a variable name")]
+)
 def test_bad_reference_syntax(raw: str, problem: str) -> None:
     assert problem in error(one(name=raw), {"A": "a"}).problem
 
@@ -189,8 +205,7 @@ def test_interpolation_error_on_secret_does_not_echo_it() -> None:
 
 def test_typed_interpolation() -> None:
     env = {"W": "2", "F": "0.25", "B": "yes", "N": "7", "OFF": "0"}
-    data = one(weight="${W}", max_concurrent="${N}", fallback_only="${B}", supports_prefill="${OFF}",
-               slot_wait="${F}")
+    data = one(weight="${W}", max_concurrent="${N}", fallback_only="${B}", supports_prefill="${OFF}", slot_wait="${F}")
     data["timeouts"] = {"total": "${TOTAL:-}", "idle": "${IDLE:-null}", "request": "${REQ:-60}"}
     data["monitoring"] = {"track_errors": "${TE:-False}"}
     config = parse_config(data, env)
@@ -229,42 +244,48 @@ def test_unknown_key_with_suggestion() -> None:
     assert e.key_path == "queue.zzz" and "allowed: max_concurrent, timeout" in e.problem
 
 
-@pytest.mark.parametrize(("provider", "path", "problem"), [
-    ({"weight": "abc"}, "weight", "expected a number, got 'abc'"),
-    ({"weight": True}, "weight", "expected a number, got true"),
-    ({"weight": -1}, "weight", "must be >= 0, got -1"),
-    ({"max_concurrent": 0}, "max_concurrent", "must be >= 1, got 0"),
-    ({"max_concurrent": 1.5}, "max_concurrent", "expected an integer, got 1.5"),
-    ({"fallback_only": 1}, "fallback_only", "expected true or false, got 1"),
-    ({"name": 5}, "name", "expected a string, got 5"),
-    ({"name": " "}, "name", "must not be empty"),
-    ({"base_url": "ftp://x"}, "base_url", "expected an http:// or https:// URL, got 'ftp://x'"),
-    ({"base_url": "localhost:8000"}, "base_url", "expected an http:// or https:// URL"),
-    ({"base_url": "http://h:99999/v1"}, "base_url", "expected an http:// or https:// URL"),
-    ({"model_map": ["a"]}, "model_map", "expected a mapping, got a list"),
-    ({"model_map": {"a": 3}}, "model_map['a']", "expected a string, got 3"),
-    ({"model_map": {3.5: "x"}}, "model_map", "keys must be non-empty strings, got 3.5"),
-    ({"timeouts": {"connect": 0}}, "timeouts.connect", "must be > 0, got 0"),
-    ({"timeouts": {"connnect": 1}}, "timeouts.connnect", "unknown key (did you mean 'connect'?)"),
-])
+@pytest.mark.parametrize(
+    ("provider", "path", "problem"),
+    [
+        ({"weight": "abc"}, "weight", "expected a number, got 'abc'"),
+        ({"weight": True}, "weight", "expected a number, got true"),
+        ({"weight": -1}, "weight", "must be >= 0, got -1"),
+        ({"max_concurrent": 0}, "max_concurrent", "must be >= 1, got 0"),
+        ({"max_concurrent": 1.5}, "max_concurrent", "expected an integer, got 1.5"),
+        ({"fallback_only": 1}, "fallback_only", "expected true or false, got 1"),
+        ({"name": 5}, "name", "expected a string, got 5"),
+        ({"name": " "}, "name", "must not be empty"),
+        ({"base_url": "ftp://x"}, "base_url", "expected an http:// or https:// URL, got 'ftp://x'"),
+        ({"base_url": "localhost:8000"}, "base_url", "expected an http:// or https:// URL"),
+        ({"base_url": "http://h:99999/v1"}, "base_url", "expected an http:// or https:// URL"),
+        ({"model_map": ["a"]}, "model_map", "expected a mapping, got a list"),
+        ({"model_map": {"a": 3}}, "model_map['a']", "expected a string, got 3"),
+        ({"model_map": {3.5: "x"}}, "model_map", "keys must be non-empty strings, got 3.5"),
+        ({"timeouts": {"connect": 0}}, "timeouts.connect", "must be > 0, got 0"),
+        ({"timeouts": {"connnect": 1}}, "timeouts.connnect", "unknown key (did you mean 'connect'?)"),
+    ],
+)
 def test_wrong_provider_values(provider: dict[str, Any], path: str, problem: str) -> None:
     e = error(one(**provider))
     assert e.key_path == f"providers[0].{path}"
     assert e.problem.startswith(problem), e.problem
 
 
-@pytest.mark.parametrize(("data", "path", "problem"), [
-    ({"routing": {"strategy": "fastest"}}, "routing.strategy", "unknown strategy 'fastest'"),
-    ({"routing": {"health_check": {"interval": 0}}}, "routing.health_check.interval", "must be > 0"),
-    ({"timeouts": {"request": -5}}, "timeouts.request", "must be > 0, got -5"),
-    ({"queue": {"max_concurrent": 0}}, "queue.max_concurrent", "must be >= 1"),
-    ({"queue": []}, "queue", "expected a mapping, got a list"),
-    ({"monitoring": {"log_level": "loud"}}, "monitoring.log_level", "unknown log level 'loud'"),
-    ({"retries": {"budget_ratio": 1.5}}, "retries.budget_ratio", "must be <= 1, got 1.5"),
-    ({"retries": {"backoff_base": 3, "backoff_max": 1}}, "retries.backoff_max", "must be >= backoff_base (3.0)"),
-    ({"circuit_breaker": {"failure_rate": 0}}, "circuit_breaker.failure_rate", "must be > 0"),
-    ({"circuit_breaker": {"open_max": 1}}, "circuit_breaker.open_max", "must be >= open_base (5.0), got 1.0"),
-])
+@pytest.mark.parametrize(
+    ("data", "path", "problem"),
+    [
+        ({"routing": {"strategy": "fastest"}}, "routing.strategy", "unknown strategy 'fastest'"),
+        ({"routing": {"health_check": {"interval": 0}}}, "routing.health_check.interval", "must be > 0"),
+        ({"timeouts": {"request": -5}}, "timeouts.request", "must be > 0, got -5"),
+        ({"queue": {"max_concurrent": 0}}, "queue.max_concurrent", "must be >= 1"),
+        ({"queue": []}, "queue", "expected a mapping, got a list"),
+        ({"monitoring": {"log_level": "loud"}}, "monitoring.log_level", "unknown log level 'loud'"),
+        ({"retries": {"budget_ratio": 1.5}}, "retries.budget_ratio", "must be <= 1, got 1.5"),
+        ({"retries": {"backoff_base": 3, "backoff_max": 1}}, "retries.backoff_max", "must be >= backoff_base (3.0)"),
+        ({"circuit_breaker": {"failure_rate": 0}}, "circuit_breaker.failure_rate", "must be > 0"),
+        ({"circuit_breaker": {"open_max": 1}}, "circuit_breaker.open_max", "must be >= open_base (5.0), got 1.0"),
+    ],
+)
 def test_wrong_section_values(data: dict[str, Any], path: str, problem: str) -> None:
     e = error({**one(), **data})
     assert e.key_path == path
@@ -286,21 +307,29 @@ def test_every_strategy_and_log_level_accepted() -> None:
 
 def test_duplicate_provider_names() -> None:
     url = "https://x/v1"
-    data = {"providers": [{"name": "openai", "base_url": url}, {"name": "b", "base_url": url},
-                          {"name": "openai", "base_url": url}]}
+    data = {
+        "providers": [
+            {"name": "openai", "base_url": url},
+            {"name": "b", "base_url": url},
+            {"name": "openai", "base_url": url},
+        ]
+    }
     assert str(error(data)) == "cfg.yaml: providers[2].name: duplicate provider name 'openai' (also providers[0])"
 
 
-@pytest.mark.parametrize(("data", "path", "problem"), [
-    ({}, "providers", "required key is missing"),
-    ({"providers": []}, "providers", "must list at least one provider"),
-    ({"providers": None}, "providers", "must list at least one provider"),
-    ({"providers": {"name": "x"}}, "providers", "expected a list of providers, got a mapping"),
-    ({"providers": ["openai"]}, "providers[0]", "expected a mapping, got 'openai'"),
-    ({"providers": [{"name": "x"}]}, "providers[0].base_url", "required key is missing"),
-    (None, "", "the file is empty"),
-    (["a"], "", "expected a mapping at the top level, got a list"),
-])
+@pytest.mark.parametrize(
+    ("data", "path", "problem"),
+    [
+        ({}, "providers", "required key is missing"),
+        ({"providers": []}, "providers", "must list at least one provider"),
+        ({"providers": None}, "providers", "must list at least one provider"),
+        ({"providers": {"name": "x"}}, "providers", "expected a list of providers, got a mapping"),
+        ({"providers": ["openai"]}, "providers[0]", "expected a mapping, got 'openai'"),
+        ({"providers": [{"name": "x"}]}, "providers[0].base_url", "required key is missing"),
+        (None, "", "the file is empty"),
+        (["a"], "", "expected a mapping at the top level, got a list"),
+    ],
+)
 def test_structure_errors(data: Any, path: str, problem: str) -> None:
     e = error(data)
     assert (e.key_path, e.file) == (path, "cfg.yaml")
@@ -315,7 +344,8 @@ def test_null_sections_mean_defaults() -> None:
 
 def test_url_trailing_slash_stripped_and_https_kept() -> None:
     assert parse_config(one(base_url="https://api.example.com/v1//"), {}).providers[0].base_url == (
-        "https://api.example.com/v1")
+        "https://api.example.com/v1"
+    )
 
 
 # --- secrets -------------------------------------------------------------------------
@@ -330,13 +360,16 @@ def test_repr_has_no_secrets() -> None:
     assert "name='p'" in repr(config.providers[0])
 
 
-@pytest.mark.parametrize("provider", [
-    {"api_key": 12345678},
-    {"api_key": [SECRET]},
-    {"api_key": SECRET + "\n"},
-    {"headers": {"api-key": 12345678}},
-    {"headers": {"api-key": SECRET + "\r\nX-Evil: 1"}},
-])
+@pytest.mark.parametrize(
+    "provider",
+    [
+        {"api_key": 12345678},
+        {"api_key": [SECRET]},
+        {"api_key": SECRET + "\n"},
+        {"headers": {"api-key": 12345678}},
+        {"headers": {"api-key": SECRET + "\r\nX-Evil: 1"}},
+    ],
+)
 def test_errors_never_echo_secrets(provider: dict[str, Any]) -> None:
     e = error(one(**provider))
     assert e.key_path.startswith(("providers[0].api_key", "providers[0].headers"))
@@ -381,8 +414,14 @@ def test_yaml_duplicate_key_is_an_error(tmp_path: Path) -> None:
     assert "duplicate key 'name'" in info.value.problem and info.value.key_path == "line 4, column 5"
 
 
-@pytest.mark.parametrize(("text", "problem"), [("", "the file is empty"), ("# only comments\n", "the file is empty"),
-                                               ("- a\n- b\n", "expected a mapping at the top level")])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "the file is empty"),
+        ("# only comments\n", "the file is empty"),
+        ("- a\n- b\n", "expected a mapping at the top level"),
+    ],
+)
 def test_empty_or_non_mapping_file(tmp_path: Path, text: str, problem: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:

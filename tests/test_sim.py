@@ -74,9 +74,7 @@ async def collect(client: openai.AsyncOpenAI, **kw: Any) -> list[Any]:
 
 def text_of(chunks: list[Any], index: int = 0) -> str:
     """The content streamed for choice ``index``."""
-    return "".join(
-        c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == index
-    )
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == index)
 
 
 async def raw_events(provider: FakeProvider, body: dict[str, Any]) -> list[bytes]:
@@ -282,7 +280,7 @@ async def test_wait_for_requests(provider: FakeProvider, client: openai.AsyncOpe
 
 async def test_rate_limited_with_retry_after(provider: FakeProvider, client: openai.AsyncOpenAI) -> None:
     date = "Wed, 21 Oct 2015 07:28:00 GMT"
-    provider.script(rate_limited(retry_after=7), rate_limited(retry_after=date), rate_limited())
+    provider.script(rate_limited(retry_after=7.0), rate_limited(retry_after=date), rate_limited())
     for expected in ("7", date, None):
         with pytest.raises(openai.RateLimitError) as info:
             await chat(client)
@@ -299,7 +297,12 @@ async def test_rate_limited_with_retry_after(provider: FakeProvider, client: ope
         (server_error(503), openai.InternalServerError, 503, None),
         (context_length(), openai.BadRequestError, 400, "context_length_exceeded"),
         (content_filter(), openai.BadRequestError, 400, "content_filter"),
-        (error(404, code="model_not_found", type="invalid_request_error"), openai.NotFoundError, 404, "model_not_found"),
+        (
+            error(404, code="model_not_found", type="invalid_request_error"),
+            openai.NotFoundError,
+            404,
+            "model_not_found",
+        ),
     ],
 )
 async def test_error_behaviours(
@@ -396,11 +399,13 @@ async def test_cut_stream_raw(provider: FakeProvider) -> None:
 async def raw_events_into(provider: FakeProvider, lines: list[bytes]) -> None:
     """Stream a request with aiohttp, appending each SSE line to ``lines`` as it arrives."""
     body = {"model": "gpt-4", "messages": MESSAGES, "stream": True}
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session:
-        async with session.post(f"{provider.base_url}/chat/completions", json=body) as resp:
-            async for line in resp.content:
-                if line.strip():
-                    lines.append(line.rstrip(b"\n"))
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session,
+        session.post(f"{provider.base_url}/chat/completions", json=body) as resp,
+    ):
+        async for line in resp.content:
+            if line.strip():
+                lines.append(line.rstrip(b"\n"))
 
 
 async def test_cut_without_stream_drops_before_the_body(provider: FakeProvider, client: openai.AsyncOpenAI) -> None:
@@ -452,15 +457,15 @@ async def test_no_done_ends_cleanly_without_the_marker(provider: FakeProvider) -
 
 
 async def test_slow_first_token_sends_headers_first(provider: FakeProvider) -> None:
-    provider.script(slow_first_token(0.4))
+    provider.script(slow_first_token(0.5))
     body = {"model": "gpt-4", "messages": MESSAGES, "stream": True}
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session:
         start = time.monotonic()
-        resp = await asyncio.wait_for(session.post(f"{provider.base_url}/chat/completions", json=body), 0.3)
+        resp = await asyncio.wait_for(session.post(f"{provider.base_url}/chat/completions", json=body), 0.45)
         async with resp:
             assert resp.status == 200
             first = await resp.content.readline()
-            assert time.monotonic() - start >= 0.4
+            assert time.monotonic() - start >= 0.5
             assert b'"role":"assistant"' in first
             rest = await resp.read()
     assert rest.rstrip().endswith(b"data: [DONE]")
@@ -511,9 +516,7 @@ async def test_close_is_prompt_with_hung_requests() -> None:
 # -- outages and profiles ---------------------------------------------------------------
 
 
-async def test_down_answers_503_to_everything_then_recovers(
-    provider: FakeProvider, client: openai.AsyncOpenAI
-) -> None:
+async def test_down_answers_503_to_everything_then_recovers(provider: FakeProvider, client: openai.AsyncOpenAI) -> None:
     provider.script(down(0.3), ok(content="after"))
     with pytest.raises(openai.InternalServerError) as info:
         await chat(client)
@@ -542,7 +545,9 @@ async def test_down_via_set_default_starts_now(provider: FakeProvider, client: o
 
 async def test_profile_draws_are_seeded() -> None:
     profile = Profile(latency=(0.0, 0.001), error_rate=0.5)
-    fleet = await start_fleet([{"name": "p1", "profile": profile, "seed": 7}, FakeProvider("p2", profile=profile, seed=7)])
+    fleet = await start_fleet(
+        [{"name": "p1", "profile": profile, "seed": 7}, FakeProvider("p2", profile=profile, seed=7)]
+    )
     clients = [openai.AsyncOpenAI(base_url=p.base_url, api_key="x", max_retries=0) for p in fleet]
     try:
         assert fleet[0].port != fleet[1].port

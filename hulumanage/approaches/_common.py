@@ -149,7 +149,14 @@ def completion(model: str, choices: list[dict[str, Any]], usage: Usage, **fields
 
 def chunk(chunk_id: str, created: int, model: str, choices: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
     """A chat.completion.chunk dict."""
-    return {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices, **fields}
+    return {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+        **fields,
+    }
 
 
 def wants_usage(request: Mapping[str, Any]) -> bool:
@@ -158,7 +165,9 @@ def wants_usage(request: Mapping[str, Any]) -> bool:
     return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
-async def with_usage_last(chunks: AsyncIterator[dict[str, Any]], usage: Usage, separate: bool) -> AsyncIterator[dict[str, Any]]:
+async def with_usage_last(
+    chunks: AsyncIterator[dict[str, Any]], usage: Usage, separate: bool
+) -> AsyncIterator[dict[str, Any]]:
     """Relay ``chunks`` so that the last one carries the summed ``usage``.
 
     ``separate``: end with an extra usage-only chunk (``choices: []``), as

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from hulumanage.approaches._common import (
     JUDGE_DROP,
@@ -62,7 +62,7 @@ class BestOfN:
 
     slug = "bon"
     description = "Best of n: several samples, each rated by the model; the best one is returned."
-    params = {
+    params: ClassVar[dict[str, str]] = {
         "bon_n": f"number of samples (default {DEFAULT_SAMPLES}, at most {MAX_SAMPLES}; at least the client's n)",
         "bon_temperature": f"temperature of the sample calls (default {DEFAULT_TEMPERATURE})",
     }
@@ -110,7 +110,9 @@ class BestOfN:
                 first["tool_calls"] = [{**tc, "index": i} for i, tc in enumerate(message["tool_calls"])]
             yield chunk(chunk_id, created, model, [{"index": index, "delta": first, "finish_reason": None}])
             for piece in _pieces(message.get("content") or "", STREAM_PIECES):
-                yield chunk(chunk_id, created, model, [{"index": index, "delta": {"content": piece}, "finish_reason": None}])
+                yield chunk(
+                    chunk_id, created, model, [{"index": index, "delta": {"content": piece}, "finish_reason": None}]
+                )
             last = [{"index": index, "delta": {}, "finish_reason": _finish_reason(choice)}]
             if separate or index < len(choices) - 1:
                 yield chunk(chunk_id, created, model, last)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from hulumanage.approaches._common import (
     JUDGE_DROP,
@@ -55,7 +55,7 @@ class MixtureOfAgents:
 
     slug = "moa"
     description = "Mixture of agents: several proposals, a critique of them, then the best final answer."
-    params = {
+    params: ClassVar[dict[str, str]] = {
         "moa_proposals": f"number of proposals (default {DEFAULT_PROPOSALS}, at most {MAX_PROPOSALS})",
         "moa_temperature": f"temperature of the proposal calls (default {DEFAULT_TEMPERATURE})",
     }
@@ -77,7 +77,9 @@ class MixtureOfAgents:
 
         # 2. critique of every proposal.
         critique_prompt = CRITIQUE_PROMPT.format(count=len(choices), proposals=proposals)
-        critique = await create(**create_kwargs(request, JUDGE_DROP, messages=with_message(messages, "user", critique_prompt)))
+        critique = await create(
+            **create_kwargs(request, JUDGE_DROP, messages=with_message(messages, "user", critique_prompt))
+        )
         usage.add(critique.usage)
         critique_text = message_text(as_dict(critique.choices[0].message)) if critique.choices else ""
 

@@ -37,9 +37,7 @@ __all__ = [
 ]
 
 #: Every behaviour kind; ``Behaviour.name`` is one of these.
-KINDS = frozenset(
-    {"ok", "error", "reset", "hang", "slow_first_token", "cut", "stall", "malformed", "no_done", "down"}
-)
+KINDS = frozenset({"ok", "error", "reset", "hang", "slow_first_token", "cut", "stall", "malformed", "no_done", "down"})
 
 #: How long a hang drawn from a :class:`Profile` lasts at most, in seconds.
 PROFILE_HANG_CAP = 30.0
@@ -93,7 +91,7 @@ def error(
     status: int,
     code: str | None = None,
     message: str | None = None,
-    type: str | None = None,  # noqa: A002 - mirrors the OpenAI error field
+    type: str | None = None,
     retry_after: float | str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Behaviour:

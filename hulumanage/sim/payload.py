@@ -155,10 +155,10 @@ def sse(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-def error_body(status: int, message: str | None, type: str | None, code: str | None) -> dict[str, Any]:  # noqa: A002
+def error_body(status: int, message: str | None, type: str | None, code: str | None) -> dict[str, Any]:
     """An OpenAI error body; the type defaults from the status."""
     if type is None:
-        type = _DEFAULT_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")  # noqa: A001
+        type = _DEFAULT_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {
         "error": {
             "message": message or f"Simulated error {status}.",
@@ -175,4 +175,3 @@ def model_list(models: Sequence[str], owner: str, created: int) -> dict[str, Any
         "object": "list",
         "data": [{"id": m, "object": "model", "created": created, "owned_by": owner} for m in models],
     }
-

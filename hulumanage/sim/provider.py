@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -75,7 +75,7 @@ class FakeProvider:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def start(self, port: int = 0) -> FakeProvider:
+    async def start(self, port: int = 0) -> Self:
         """Listen on ``127.0.0.1:port`` (0: a free port) and return ``self``."""
         if self._runner is not None or self._gate.closed:
             raise RuntimeError(f"provider {self.name!r} was already started")
@@ -83,9 +83,7 @@ class FakeProvider:
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_post("/v1/chat/completions", self._handle_chat)
         app.router.add_route("*", "/{tail:.*}", self._handle_other)
-        runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT
-        )
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
             site = web.TCPSite(runner, "127.0.0.1", port)
@@ -109,7 +107,7 @@ class FakeProvider:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> FakeProvider:
+    async def __aenter__(self) -> Self:
         """Start on a free port."""
         return await self.start()
 
@@ -200,9 +198,7 @@ class FakeProvider:
                 await self._arrived.wait_for(enough)
         except TimeoutError:
             got = len(self.chat_requests()) if chat_only else len(self.requests)
-            raise TimeoutError(
-                f"provider {self.name!r}: expected {n} requests within {timeout} s, got {got}"
-            ) from None
+            raise TimeoutError(f"provider {self.name!r}: expected {n} requests within {timeout} s, got {got}") from None
 
     # -- handlers ----------------------------------------------------------------
 
@@ -223,7 +219,7 @@ class FakeProvider:
         self,
         status: int,
         message: str | None = None,
-        type: str | None = None,  # noqa: A002 - the OpenAI field name
+        type: str | None = None,
         code: str | None = None,
     ) -> web.Response:
         """An OpenAI-shaped JSON error response tagged with the provider name."""
@@ -239,9 +235,7 @@ class FakeProvider:
 
     def _unauthorized(self) -> web.Response:
         """The 401 OpenAI sends for a wrong key."""
-        return self._error(
-            401, "Incorrect API key provided (simulated).", "invalid_request_error", "invalid_api_key"
-        )
+        return self._error(401, "Incorrect API key provided (simulated).", "invalid_request_error", "invalid_api_key")
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/models``: the model list, or the status set by set_models_status."""

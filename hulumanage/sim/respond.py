@@ -90,12 +90,17 @@ def drop(request: web.BaseRequest) -> web.StreamResponse:
 def error_response(
     status: int,
     message: str | None,
-    type: str | None,  # noqa: A002 - the OpenAI field name
+    type: str | None,
     code: str | None,
     headers: Mapping[str, str],
 ) -> web.Response:
     """An OpenAI-shaped JSON error response."""
     return web.json_response(payload.error_body(status, message, type, code), status=status, headers=headers)
+
+
+def _seconds(value: float) -> str:
+    """Format a Retry-After number: ``7`` for whole seconds, else ``0.5``."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def check_request(body: Any) -> str | None:
@@ -130,7 +135,7 @@ async def respond(
         extra.update(b.headers)
         if b.retry_after is not None:
             value = b.retry_after
-            extra["Retry-After"] = value if isinstance(value, str) else f"{value:g}"
+            extra["Retry-After"] = value if isinstance(value, str) else _seconds(value)
         return error_response(b.status, b.message, b.error_type, b.code, extra)
     stream = body.get("stream") is True
     if (b.name == "hang" or (b.name == "stall" and not stream)) and not await gate.hold(b.seconds):
