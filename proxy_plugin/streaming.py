@@ -49,11 +49,13 @@ class Relay:
         self.continuable = body.get("n", 1) in (1, None)
         self.skip = 0             # restart mode: characters of the new answer to drop
         self.broken: str | None = None   # why the first stream broke
+        self.continuing = False   # the current attempt continues an answer already started
 
     def request_for(self, provider: Provider, mapped: str, prefill: bool) -> bytes:
         """The body to send: the original, or a continuation with the partial answer as prefill."""
         body = self.body if mapped == self.body["model"] else {**self.body, "model": mapped}
         self.skip = 0
+        self.continuing = self.sent
         if self.sent and self.text:
             if prefill:
                 body = {**body, "messages": [*body["messages"], {"role": "assistant", "content": self.text}]}
@@ -91,8 +93,8 @@ class Relay:
                         content = self._skip(content, delta)
                         rewritten = True
                     self.text += content
-                elif self.sent and self.text and not prefilled and choice.get("finish_reason") is None and self.skip:
-                    return None  # role-only chunk of a restarted answer
+                elif self.continuing and not choice.get("finish_reason") and len(choices) == 1:
+                    return None  # the role-only opening chunk of a continuation
             if choice.get("finish_reason"):
                 if self.skip:
                     raise Diverged("the restarted answer ended before reaching what was already sent")

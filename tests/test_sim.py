@@ -502,7 +502,7 @@ async def test_close_is_prompt_with_hung_requests() -> None:
         await provider.wait_for_requests(2, timeout=2.0)
         start = time.monotonic()
         await asyncio.wait_for(provider.close(), 2.0)
-        assert time.monotonic() - start < 2.0
+        assert time.monotonic() - start < 0.4  # woken and dropped, not left to aiohttp's shutdown timeout
         for task in (hung, stalled):
             with pytest.raises(openai.APIConnectionError):
                 await asyncio.wait_for(task, 2.0)

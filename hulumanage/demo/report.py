@@ -1,0 +1,121 @@
+"""The demo's report: the per-provider table, the client's numbers, what happened, what next.
+
+Pure functions of plain data (the ``/health`` JSON, the client's results), so they are
+tested without running anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+COLUMNS = ("provider", "weight", "requests", "failures", "failovers", "p50 ms", "p95 ms", "last error")
+#: Columns aligned left; the others are numbers, aligned right.
+LEFT = frozenset({"provider", "last error"})
+
+NEXT_STEPS = """\
+Next: run the proxy on your own providers
+  1. copy proxy_config.example.yaml (in the project's source) to ~/.hulumanage/proxy_config.yaml
+     and list your providers there; keys come from the environment: api_key: ${OPENAI_API_KEY}
+  2. hulumanage --approach proxy --proxy-config ~/.hulumanage/proxy_config.yaml
+  3. point any OpenAI client at http://127.0.0.1:8000/v1; GET /health shows these numbers live"""
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of ``values`` by nearest rank, as the proxy's ``/health`` does."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def _ms(value: Any) -> str:
+    """Milliseconds for a table cell ("-" when there is no sample)."""
+    return "-" if value is None else f"{float(value):.0f}"
+
+
+def _number(value: Any) -> str:
+    """A count or weight for a table cell, without a useless ``.0``."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def provider_rows(providers: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Table rows from ``/health``'s ``proxy.providers``, in its order."""
+    rows = []
+    for name, p in providers.items():
+        latency = p.get("latency_ms") or {}
+        last = p.get("last_error_class")
+        if last and p.get("last_error"):
+            last = f"{last}: {p['last_error']}"
+        rows.append({
+            "provider": name,
+            "weight": _number(p.get("weight")),
+            "requests": _number(p.get("requests", 0)),
+            "failures": _number(p.get("failures", 0)),
+            "failovers": _number(p.get("failovers", 0)),
+            "p50 ms": _ms(latency.get("p50")),
+            "p95 ms": _ms(latency.get("p95")),
+            "last error": last or "-",
+        })
+    return rows
+
+
+def render_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str] = COLUMNS) -> str:
+    """A plain-text table: a header, a rule, one line per row; numbers right-aligned."""
+    widths = {c: max([len(c), *(len(str(r.get(c, ""))) for r in rows)]) for c in columns}
+
+    def line(cells: Mapping[str, str]) -> str:
+        parts = [str(cells.get(c, "")).ljust(widths[c]) if c in LEFT else str(cells.get(c, "")).rjust(widths[c])
+                 for c in columns]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * widths[c] for c in columns)
+    return "\n".join([line({c: c for c in columns}), rule, *(line(r) for r in rows)])
+
+
+def client_summary(sent: int, succeeded: int, latencies: Sequence[float], seconds: float) -> str:
+    """The client's line: success rate and latency percentiles."""
+    rate = 100.0 * succeeded / sent if sent else 100.0
+    p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+    lat = f"latency p50 {_ms(p50 and p50 * 1000)} ms, p95 {_ms(p95 and p95 * 1000)} ms" if latencies else "no latency"
+    return f"client: {succeeded}/{sent} succeeded ({rate:.1f}%), {lat}, {seconds:.1f} s in all"
+
+
+def explain(
+    providers: Mapping[str, Mapping[str, Any]],
+    flaky: str,
+    errors_503: int,
+    hangs: int,
+    client_failures: int,
+    strategy: str,
+    timeouts: Mapping[str, float],
+) -> list[str]:
+    """Two lines on what happened: the flaky provider's failures, and how the proxy covered them."""
+    p = providers.get(flaky, {})
+    failures = int(p.get("failures") or 0)
+    if failures:
+        how = []
+        if errors_503:
+            how.append(f"answered 503 to {errors_503} requests")
+        if hangs:
+            how.append(f"hung on {hangs}, cut after {timeouts['first_token']:g}-{timeouts['request']:g} s by the timeouts")
+        detail = f" (it {' and '.join(how)})" if how else ""
+        if client_failures:
+            covered = f"the client still saw {client_failures} errors"
+        else:
+            covered = "every one of those requests was answered by another provider"
+        first = f"{flaky} failed {failures} times{detail}; {covered}."
+    else:
+        first = f"{flaky} happened not to fail this time (try another --seed)."
+    weights = ", ".join(f"{name} {_number(q.get('weight'))}" for name, q in providers.items())
+    moved = sum(int(q.get("failovers") or 0) for q in providers.values())
+    second = (f"The {strategy} strategy picked a provider for each request by weight ({weights}); "
+              f"{moved} failovers moved requests to the next provider, so the client never waited for a broken one.")
+    if client_failures:
+        second = (f"The {strategy} strategy picked a provider for each request by weight ({weights}); "
+                  f"{moved} failovers moved requests to the next provider.")
+    return [first, second]
