@@ -36,6 +36,10 @@ def build_parser(pm: pluggy.PluginManager) -> argparse.ArgumentParser:
                         default=(os.environ.get("HULUMANAGE_LOG_LEVEL") or "INFO").upper(),
                         help="log level (default $HULUMANAGE_LOG_LEVEL or INFO); DEBUG logs each routing decision")
     parser.add_argument("--version", action="version", version=f"hulumanage {__version__}")
+    demo = parser.add_argument_group("demo", "options of `hulumanage demo`")
+    demo.add_argument("--requests", type=int, default=300, metavar="N", help="requests the demo sends (default 300)")
+    demo.add_argument("--concurrency", type=int, default=16, metavar="N", help="demo requests in flight at once (default 16)")
+    demo.add_argument("--seed", type=int, default=42, help="seed of the demo's simulated providers and request mix (default 42)")
     pm.hook.add_options(parser=parser)
     return parser
 
@@ -57,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command == "demo":
         from hulumanage.demo import run_demo
 
-        return asyncio.run(run_demo(options, pm))
+        try:
+            return asyncio.run(run_demo(options, pm))
+        except KeyboardInterrupt:
+            return 130
     from hulumanage.server import install_uvloop, serve
 
     install_uvloop()

@@ -34,7 +34,11 @@ async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
     app = make_app(options, pm)
     access_log = logging.getLogger("aiohttp.access") if options.log_level == "DEBUG" else None
     runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=getattr(options, "grace", GRACE_SECONDS))
-    await runner.setup()  # runs the plugins' startup: a bad config fails here
+    try:
+        await runner.setup()  # runs the plugins' startup: a bad config fails here
+    except BaseException:
+        await runner.cleanup()  # close what started before the failure (the host's HTTP session)
+        raise
     site = web.TCPSite(runner, options.host, options.port)
     try:
         await site.start()

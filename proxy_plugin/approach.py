@@ -52,6 +52,9 @@ class ProxyApproach:
             raise bad_request(f"unknown approach {slug!r} in proxy_wrap; known approaches: {known}", "unknown_approach")
         if slug == self.slug or slug in call.chain:
             raise bad_request(f"proxy_wrap {slug!r} would run the proxy inside itself (a cycle)", "approach_cycle")
+        if getattr(call.approaches[slug], "terminal", False):
+            raise bad_request(f"proxy_wrap {slug!r} names an approach that calls its own upstream, around the provider "
+                              f"pool; wrap one that makes its calls through its client", "invalid_proxy_wrap")
         extra = {k: v for k, v in call.extra.items() if k != "proxy_wrap"}
         inner = call.replace(client=pool_client(runtime, call.approaches), extra=extra, chain=(*call.chain, slug))
         return await call.approaches[slug].run(inner)

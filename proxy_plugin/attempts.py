@@ -10,6 +10,8 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+import orjson
+
 from proxy_plugin.classify import Failure
 from proxy_plugin.config import RetryConfig
 from proxy_plugin.errors import ProxyError
@@ -80,6 +82,7 @@ class Attempts:
         self.sent = 0
         self.rate_limited: list[float | None] = []
         self.skip_models: set[str] = set()
+        self.context_length: list[Outcome] = []
         self.last_provider: Provider | None = None
 
     def remaining(self) -> float | None:
@@ -123,6 +126,7 @@ class Attempts:
         failure = outcome.failure
         if failure is Failure.CONTEXT_LENGTH:
             self.skip_models.add(mapped)
+            self.context_length.append(outcome)
             return
         if failure is None or not failure.counts_against_provider:
             return
@@ -162,6 +166,16 @@ class Attempts:
         """The error for a request that no provider could answer."""
         tried = "; ".join(f"{name}: {what}" for name, what in self.errors) or "no provider is configured for it"
         headers: dict[str, str] = {}
+        if self.sent and len(self.context_length) == self.sent:
+            # no provider had a larger model: the prompt is too long, which is the caller's error
+            last = self.context_length[-1]
+            try:
+                body = orjson.loads(last.body)
+            except orjson.JSONDecodeError:
+                body = None
+            return ProxyError(last.status or 400, f"the prompt is too long for every model tried ({tried})",
+                              "invalid_request_error", "context_length_exceeded",
+                              body=body if isinstance(body, dict) else None)
         if self.sent and len(self.rate_limited) == self.sent:
             waits = [w for w in self.rate_limited if w is not None]
             if waits:

@@ -103,6 +103,11 @@ class Breaker:
         if self.until_health_check:
             self._close()
 
+    def probe_now(self) -> None:
+        """Let the next request probe an open circuit at once (the provider answered a health check)."""
+        if self.state == OPEN and not self.until_health_check:
+            self.open_until = min(self.open_until, self._clock())
+
     def _tripped(self) -> bool:
         if self.consecutive >= self.consecutive_limit:
             return True

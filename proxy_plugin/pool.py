@@ -41,9 +41,14 @@ class Pool:
     def __init__(self, config: ProxyConfig, session: aiohttp.ClientSession, rng: random.Random | None = None) -> None:
         self.config = config
         self.session = session
-        self.providers = [Provider(p, config.circuit_breaker, i) for i, p in enumerate(config.providers)]
+        self.providers = [
+            Provider(p, config.circuit_breaker, i, config.monitoring) for i, p in enumerate(config.providers)
+        ]
         self.by_name = {p.name: p for p in self.providers}
         self.strategy = make_strategy(config.routing.strategy)
+        # fallbacks get their own instance: a stateful strategy (round_robin) must not
+        # advance its primary rotation when it orders the fallbacks
+        self.fallback_strategy = make_strategy(config.routing.strategy)
         self.rng = rng or random.Random()
         self.budget = RetryBudget(config.retries.budget_ratio, config.retries.budget_min)
         self._queue = asyncio.Semaphore(config.queue.max_concurrent)
@@ -101,7 +106,7 @@ class Pool:
         for p in self.providers:
             if p.available(p.map_model(model)):
                 (fallbacks if p.config.fallback_only else primaries).append(p)
-        order = self.strategy.order(primaries) + self.strategy.order(fallbacks)
+        order = self.strategy.order(primaries) + self.fallback_strategy.order(fallbacks)
         if not order:
             order = sorted(self.providers, key=lambda p: (p.last_failure, p.config.fallback_only, p.index))
         if logger.isEnabledFor(logging.DEBUG):
@@ -160,7 +165,7 @@ class Pool:
                 raise
             return Outcome(failure, None, describe_exception(exc), connection_level=_connection_level(exc)), None
         if status == 200:
-            if body[:1] == b"{" or body.lstrip()[:1] == b"{":
+            if _is_completion(body):
                 provider.record_success(mapped, time.monotonic() - started)
                 return None, RawResponse(200, body, {"Content-Type": "application/json"})
             return Outcome(Failure.BAD_RESPONSE, 200, "200 with a body that is not a JSON completion"), None
@@ -168,6 +173,15 @@ class Pool:
         code = error_code(body)
         detail = f"{status}" + (f" ({code})" if code else "")
         return Outcome(failure, status, detail, body[:MAX_ERROR_BODY], dict(headers), retry_after(headers)), None
+
+
+def _is_completion(body: bytes) -> bool:
+    """Whether a 200 body is a JSON object with ``choices`` (checked, then relayed as the same bytes)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("choices"), list)
 
 
 def _connection_level(exc: BaseException) -> bool:

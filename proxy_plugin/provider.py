@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any
 
 from proxy_plugin.breaker import Breaker
-from proxy_plugin.config import CircuitBreakerConfig, ProviderConfig
+from proxy_plugin.config import CircuitBreakerConfig, MonitoringConfig, ProviderConfig
 
 LATENCY_SAMPLES = 200
 
@@ -16,8 +16,13 @@ LATENCY_SAMPLES = 200
 class Provider:
     """A configured provider plus everything the pool learns about it at run time."""
 
-    def __init__(self, config: ProviderConfig, breakers: CircuitBreakerConfig, index: int) -> None:
+    def __init__(
+        self, config: ProviderConfig, breakers: CircuitBreakerConfig, index: int,
+        monitoring: MonitoringConfig | None = None,
+    ) -> None:
         self.config = config
+        self.track_latency = monitoring.track_latency if monitoring else True
+        self.track_errors = monitoring.track_errors if monitoring else True
         self.name = config.name
         self.index = index
         self.healthy = True
@@ -66,7 +71,8 @@ class Provider:
             return False
         if not self._breaker_config.enabled:
             return True
-        return self.breaker(None).available() and self.breaker(model).available()
+        model_breaker = self._breakers.get(model)
+        return self.breaker(None).available() and (model_breaker is None or model_breaker.available())
 
     def acquire_circuits(self, model: str) -> bool:
         """Take permission from both circuits (half-open allows one probe)."""
@@ -114,7 +120,8 @@ class Provider:
 
     def record_success(self, model: str, latency: float) -> None:
         """A successful attempt: latency stats, circuits closed."""
-        self.latencies.append(latency)
+        if self.track_latency:
+            self.latencies.append(latency)
         self.ewma = latency if self.ewma is None else 0.8 * self.ewma + 0.2 * latency
         if self._breaker_config.enabled:
             self.breaker(None).success()
@@ -125,10 +132,11 @@ class Provider:
         open_for: float | None = None, until_health_check: bool = False,
     ) -> None:
         """A failed attempt that is the provider's fault."""
-        self.failures += 1
-        self.last_error_class = error_class
-        self.last_error = detail
         self.last_failure = time.monotonic()
+        if self.track_errors:
+            self.failures += 1
+            self.last_error_class = error_class
+            self.last_error = detail
         if not self._breaker_config.enabled:
             return
         if whole_provider:
@@ -138,16 +146,19 @@ class Provider:
             self.breaker(model).failure(open_for=open_for, until_health_check=until_health_check)
 
     def health_check_passed(self) -> None:
-        """Active check passed: circuits held open for auth failures close."""
+        """Active check passed: auth-held circuits close, and the provider's own circuit may probe now."""
         for breaker in self._breakers.values():
             breaker.health_check_passed()
+        whole = self._breakers.get(None)
+        if whole is not None:
+            whole.probe_now()
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able, secret-free view for ``/health``."""
         lat = sorted(self.latencies)
         view: dict[str, Any] = {
             "healthy": self.healthy,
-            "available": self.available(""),
+            "available": self.healthy and (not self._breaker_config.enabled or self.breaker(None).available()),
             "fallback_only": self.config.fallback_only,
             "weight": self.config.weight,
             "in_flight": self.in_flight,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from harness import Host, free_port, run_host, write_config
 
 from hulumanage.sim import FakeProvider
-from harness import Host, free_port, run_host, write_config
 
 USER = [{"role": "user", "content": "Say something."}]
 
@@ -99,3 +101,12 @@ async def health(http: aiohttp.ClientSession, host: Host) -> dict[str, Any]:
     async with http.get(f"{host.url}/health") as resp:
         assert resp.status == 200
         return await resp.json()
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Poll the async ``check`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)

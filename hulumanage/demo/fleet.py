@@ -60,9 +60,9 @@ def make_providers(seed: int, specs: Sequence[DemoProvider] = PROVIDERS) -> list
     ]
 
 
-async def start_providers(seed: int) -> list[FakeProvider]:
+async def start_providers(seed: int, specs: Sequence[DemoProvider] = PROVIDERS) -> list[FakeProvider]:
     """Start the demo's providers on free ports of 127.0.0.1."""
-    return await start_fleet(make_providers(seed))
+    return await start_fleet(make_providers(seed, specs))
 
 
 def proxy_config(providers: Sequence[FakeProvider], log_level: str = "WARNING",
@@ -82,7 +82,7 @@ def proxy_config(providers: Sequence[FakeProvider], log_level: str = "WARNING",
         ],
         "routing": {
             "strategy": STRATEGY,
-            "health_check": {"enabled": True, "interval": HEALTH_INTERVAL, "timeout": 0.5},
+            "health_check": {"enabled": True, "interval": HEALTH_INTERVAL, "timeout": 1.0},
         },
         "timeouts": dict(TIMEOUTS),
         "retries": {"attempts_per_provider": 1},

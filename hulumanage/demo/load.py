@@ -110,13 +110,12 @@ async def _one(client: openai.AsyncOpenAI, model: str, index: int, stream: bool)
 
 
 async def send_requests(
-    base_url: str,
+    client: openai.AsyncOpenAI,
     model: str,
     total: int,
     concurrency: int,
     rng: random.Random,
     progress: Progress,
-    timeout: float = 15.0,
 ) -> LoadResult:
     """Send ``total`` requests, about half of them streaming, ``concurrency`` at a time."""
     plan = [rng.random() < 0.5 for _ in range(total)]
@@ -124,7 +123,7 @@ async def send_requests(
     queue = iter(enumerate(plan))
     started = time.monotonic()
 
-    async def worker(client: openai.AsyncOpenAI) -> None:
+    async def worker() -> None:
         for index, stream in queue:
             t0 = time.monotonic()
             try:
@@ -139,8 +138,7 @@ async def send_requests(
                 result.errors["empty answer"] += 1
             progress.advance(ok=bool(text))
 
-    async with openai.AsyncOpenAI(base_url=base_url, api_key="demo-client", max_retries=0, timeout=timeout) as client:
-        await asyncio.gather(*(worker(client) for _ in range(max(1, min(concurrency, total)))))
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, total)))))
     progress.close()
     result.seconds = time.monotonic() - started
     return result

@@ -87,16 +87,18 @@ def client_summary(sent: int, succeeded: int, latencies: Sequence[float], second
 
 def explain(
     providers: Mapping[str, Mapping[str, Any]],
-    flaky: str,
+    name: str,
     errors_503: int,
     hangs: int,
     client_failures: int,
     strategy: str,
     timeouts: Mapping[str, float],
 ) -> list[str]:
-    """Two lines on what happened: the flaky provider's failures, and how the proxy covered them."""
-    p = providers.get(flaky, {})
-    failures = int(p.get("failures") or 0)
+    """Two lines on what happened: provider ``name``'s failures, and how the proxy covered them.
+
+    ``errors_503`` and ``hangs`` are what that provider did, as it recorded them itself.
+    """
+    failures = int(providers.get(name, {}).get("failures") or 0)
     if failures:
         how = []
         if errors_503:
@@ -108,14 +110,12 @@ def explain(
             covered = f"the client still saw {client_failures} errors"
         else:
             covered = "every one of those requests was answered by another provider"
-        first = f"{flaky} failed {failures} times{detail}; {covered}."
+        first = f"{name} failed {failures} times{detail}; {covered}."
     else:
-        first = f"{flaky} happened not to fail this time (try another --seed)."
-    weights = ", ".join(f"{name} {_number(q.get('weight'))}" for name, q in providers.items())
+        first = "No provider failed this time (try another --seed)."
+    weights = ", ".join(f"{other} {_number(q.get('weight'))}" for other, q in providers.items())
     moved = sum(int(q.get("failovers") or 0) for q in providers.values())
-    second = (f"The {strategy} strategy picked a provider for each request by weight ({weights}); "
-              f"{moved} failovers moved requests to the next provider, so the client never waited for a broken one.")
-    if client_failures:
-        second = (f"The {strategy} strategy picked a provider for each request by weight ({weights}); "
-                  f"{moved} failovers moved requests to the next provider.")
+    outcome = f"but {client_failures} failed everywhere" if client_failures else "so no failure reached the client"
+    second = (f"The {strategy} strategy picked a provider for each request by weight ({weights}); when one failed, "
+              f"the proxy sent the request on to the next one ({moved} failovers), {outcome}.")
     return [first, second]

@@ -23,8 +23,10 @@ class Shout:
 
     async def run(self, call: Any) -> Any:
         """One upstream call through the client the host (or the proxy) provides."""
-        request = {k: v for k, v in call.request.items() if k != "stream"}
-        reply = await call.client.chat.completions.create(**request)
+        # one whole answer: no streaming; every other field the client sent goes along as it is
+        request = {k: v for k, v in call.request.items() if k not in ("stream", "stream_options")}
+        model, messages = request.pop("model"), request.pop("messages")
+        reply = await call.client.chat.completions.create(model=model, messages=messages, extra_body=request)
         suffix = call.extra.get("shout_suffix", "!")
         data = reply.model_dump(mode="json", exclude_unset=True)
         for choice in data["choices"]:

@@ -1,0 +1,160 @@
+"""``run_demo``: providers up, host up, load, report, everything down."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import random
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pluggy
+from aiohttp import web
+
+from hulumanage.app import make_app
+from hulumanage.cli import parse_args
+from hulumanage.demo import fleet, report
+from hulumanage.demo.load import Progress, send_requests
+
+DEFAULT_REQUESTS = 300
+DEFAULT_CONCURRENCY = 16
+DEFAULT_SEED = 42
+#: The client's timeout (s): far above the proxy's, which answer first.
+CLIENT_TIMEOUT = 20.0
+#: The client-side success rate at or above which the demo exits 0.
+PASS_RATE = 0.99
+#: Loggers held at WARNING during the demo besides the root (unless --log-level DEBUG); the
+#: proxy plugin takes its level from the demo config's monitoring.log_level.
+QUIET_LOGGERS = ("hulumanage",)
+
+
+@contextlib.contextmanager
+def _quiet(debug: bool) -> Iterator[None]:
+    """Keep logging at WARNING for the duration (not when debugging): INFO lines would bury the report."""
+    if debug:
+        yield
+        return
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in QUIET_LOGGERS)]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _listen() -> socket.socket:
+    """A socket bound to a free port of 127.0.0.1, so the client can be built before the host starts."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def _host(sock: socket.socket, config: Path, log_level: str, pm: pluggy.PluginManager) -> AsyncIterator[None]:
+    """Serve the real host with ``--approach proxy`` on ``sock`` until the block ends."""
+    options = parse_args(["--approach", "proxy", "--proxy-config", str(config), "--log-level", log_level], pm)
+    app = make_app(options, pm)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def _health(url: str) -> dict[str, Any]:
+    """The host's ``GET /health`` JSON."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as resp:
+        resp.raise_for_status()
+        return await resp.json()
+
+
+def _intro(total: int, concurrency: int, specs: Sequence[fleet.DemoProvider]) -> str:
+    """What the demo is about to do."""
+    head = (f"hulumanage demo: {total} requests ({concurrency} at a time, about half streaming) through the proxy "
+            f"to {len(specs)} simulated providers on 127.0.0.1:")
+    lines = [head]
+    for spec in specs:
+        lines.append(f"  {spec.name:<14} {spec.blurb}; maps {fleet.ALIAS} -> {spec.model}")
+    t = fleet.TIMEOUTS
+    lines.append(f"strategy {fleet.STRATEGY}; timeouts: first token {t['first_token']:g} s, request {t['request']:g} s; "
+                 f"health checks every {fleet.HEALTH_INTERVAL:g} s")
+    return "\n".join(lines)
+
+
+async def run_demo(
+    options: argparse.Namespace,
+    pm: pluggy.PluginManager,
+    *,
+    specs: Sequence[fleet.DemoProvider] = fleet.PROVIDERS,
+) -> int:
+    """Run the demo; 0 when at least 99% of the requests succeeded, 1 when fewer, 2 when it cannot start.
+
+    ``specs`` are the simulated providers (the default three unless a test brings others).
+    """
+    total = int(getattr(options, "requests", DEFAULT_REQUESTS))
+    concurrency = int(getattr(options, "concurrency", DEFAULT_CONCURRENCY))
+    seed = int(getattr(options, "seed", DEFAULT_SEED))
+    for flag, value in (("--requests", total), ("--concurrency", concurrency)):
+        if value < 1:
+            print(f"hulumanage demo: error: {flag} must be at least 1, got {value}", file=sys.stderr)
+            return 2
+    debug = getattr(options, "log_level", "INFO") == "DEBUG"
+    out = sys.stdout
+    print(_intro(total, concurrency, specs), file=out, flush=True)
+    level = "DEBUG" if debug else "WARNING"
+    with _quiet(debug), tempfile.TemporaryDirectory(prefix="hulumanage-demo-") as tmp, _listen() as sock:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        # Built before the servers start: the SDK's first use costs a few hundred ms of
+        # blocking work, which would otherwise stall the host's first health checks.
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="demo-client", max_retries=0,
+                                      timeout=CLIENT_TIMEOUT) as client:
+            client.chat.completions  # noqa: B018 - loads the SDK's chat resources now
+            providers = await fleet.start_providers(seed, specs)
+            try:
+                config = fleet.write_config(Path(tmp), fleet.proxy_config(providers, level, specs))
+                try:
+                    async with _host(sock, config, level, pm):
+                        result = await send_requests(client, fleet.ALIAS, total, concurrency,
+                                                     random.Random(seed), Progress(total))
+                        health = await _health(url)
+                except Exception as exc:  # a demo that cannot run says why in one line
+                    if debug:
+                        logging.getLogger("hulumanage").exception("demo failed")
+                    print(f"hulumanage demo: error: {exc}", file=sys.stderr)
+                    return 2
+                behaviours = {p.name: [s.behaviour for s in p.chat_requests()] for p in providers}
+            finally:
+                for provider in providers:
+                    await provider.close()
+    stats = health.get("proxy", {}).get("providers", {})
+    print(file=out)
+    print(report.render_table(report.provider_rows(stats)), file=out)
+    print(file=out)
+    print(report.client_summary(result.sent, result.succeeded, result.latencies, result.seconds), file=out)
+    if result.errors:
+        print("client errors: " + ", ".join(f"{n} x {what}" for what, n in result.errors.most_common()), file=out)
+    print(file=out)
+    worst = max(stats, key=lambda name: stats[name].get("failures") or 0, default="flaky")
+    seen = behaviours.get(worst, [])
+    for line in report.explain(stats, worst, seen.count("error"), seen.count("hang"),
+                               result.sent - result.succeeded, fleet.STRATEGY, fleet.TIMEOUTS):
+        print(line, file=out)
+    print(file=out)
+    print(report.NEXT_STEPS, file=out, flush=True)
+    return 0 if result.success_rate >= PASS_RATE else 1

@@ -1,0 +1,271 @@
+"""The server's own lifecycle under load: graceful stop and configuration reload.
+
+- SIGTERM to a ``hulumanage`` subprocess stops accepting connections, lets the requests
+  in flight finish, exits 0, and leaves no "Unclosed ..." resource warnings on stderr.
+- SIGHUP (and ``POST /admin/reload`` from 127.0.0.1) with a changed providers file swaps
+  the providers without dropping a request in flight; an invalid new file is rejected
+  (logged, or a 4xx from the admin call) and the old configuration keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+from conftest import USER, entry
+from harness import eventually, free_port, run_host, write_config
+from test_faults import ANSWER, ask
+
+from hulumanage.sim import FakeProvider, ok
+
+EXE = shutil.which("hulumanage") or ""
+TIMEOUT = 20
+#: what must never show on the server's stderr
+NOISE = ("Unclosed", "ResourceWarning", "Traceback", "Task was destroyed", "Task exception was never retrieved")
+
+
+class Server:
+    """A ``hulumanage`` subprocess on a free port; its stderr is collected as it runs."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc = proc
+        self.url = url
+        self.stderr = b""
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(65536):
+            self.stderr += chunk
+
+    @property
+    def log(self) -> str:
+        """Everything the server wrote to stderr so far."""
+        return self.stderr.decode(errors="replace")
+
+    def client(self) -> openai.AsyncOpenAI:
+        """The official SDK pointed at the server (no SDK retries)."""
+        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="client-key", max_retries=0, timeout=TIMEOUT)
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the server."""
+        self.proc.send_signal(sig)
+
+    async def wait(self) -> int:
+        """The exit status, once stderr is drained."""
+        code = await asyncio.wait_for(self.proc.wait(), TIMEOUT)
+        await asyncio.wait_for(self._reader, TIMEOUT)
+        return code
+
+    async def logged(self, text: str, timeout: float = 5.0) -> None:
+        """Wait until ``text`` shows on stderr."""
+        await eventually(lambda: text in self.log, timeout)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An empty HOME, no proxy settings from the outside, resource warnings shown."""
+    home = tmp_path / "home"
+    home.mkdir()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("HULUMANAGE_")}
+    environ["HOME"] = str(home)
+    environ["PYTHONWARNINGS"] = "always::ResourceWarning"
+    return environ
+
+
+@pytest.fixture
+async def serve(env: dict[str, str]) -> AsyncIterator[Callable[..., asyncio.Future]]:
+    """Start ``hulumanage`` subprocesses; kill whatever is still running at the end."""
+    assert EXE, "the hulumanage console script is not installed (pip install -e .)"
+    servers: list[Server] = []
+
+    async def start(*args: str) -> Server:
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            EXE,
+            *args,
+            "--port",
+            str(port),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        server = Server(proc, f"http://127.0.0.1:{port}")
+        servers.append(server)
+        deadline = time.monotonic() + TIMEOUT
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if proc.returncode is not None:
+                    await server.wait()
+                    raise AssertionError(f"server exited with {proc.returncode}: {server.log}")
+                try:
+                    async with session.get(f"{server.url}/health") as resp:
+                        if resp.status == 200:
+                            return server
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert time.monotonic() < deadline, "server did not answer /health in time"
+                await asyncio.sleep(0.05)
+
+    yield start
+    for server in servers:
+        if server.proc.returncode is None:
+            server.proc.kill()
+            await server.proc.wait()
+        if not server._reader.done():
+            await server._reader
+
+
+async def providers_of(url: str) -> tuple[set[str], int]:
+    """The provider names ``/health`` shows, and the reload count."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as resp:
+        body = await resp.json()
+    return set(body["proxy"]["providers"]), body["proxy"]["reloads"]
+
+
+async def refuses_connections(url: str) -> bool:
+    """Whether a new connection to ``url`` is refused."""
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as resp:
+            await resp.read()
+    except aiohttp.ClientConnectionError:
+        return True
+    return False
+
+
+# -- SIGTERM ---------------------------------------------------------------------------------------
+
+
+async def test_sigterm_lets_requests_in_flight_finish_then_exits_0_cleanly(serve, tmp_path: Path) -> None:
+    latency = 1.0
+    async with FakeProvider("a", answer=ANSWER) as a:
+        a.script(ok(latency=latency), ok(latency=0.2, chunk_gap=0.1))
+        path = write_config(tmp_path / "proxy.yaml", [entry(a)])
+        server = await serve("--approach", "proxy", "--proxy-config", str(path))
+        async with server.client() as client:
+            plain = asyncio.create_task(ask(client, False))
+            await a.wait_for_requests(1, chat_only=True)
+            streamed = asyncio.create_task(ask(client, True))
+            await a.wait_for_requests(2, chat_only=True)
+            server.signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            # no new connections while the old ones finish
+            deadline = time.monotonic() + 0.5
+            while not await refuses_connections(server.url):
+                assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+                await asyncio.sleep(0.02)
+            assert not plain.done()
+            plain_reply, stream_reply = await asyncio.gather(plain, streamed)
+        for reply in (plain_reply, stream_reply):
+            assert (reply.text, reply.fingerprints, reply.finish_reasons) == (ANSWER, {"fake-a"}, ["stop"])
+        code = await server.wait()
+        stopped = time.monotonic() - signalled
+    log = server.log
+    assert code == 0, log
+    assert stopped < latency + 3.0, f"took {stopped:.2f}s to stop"
+    for noise in NOISE:
+        assert noise not in log, log
+
+
+async def test_sigterm_with_an_open_stream_relayed_from_a_provider_exits_cleanly(serve, tmp_path: Path) -> None:
+    # the stream is mid-answer when the signal comes: it must run to its end, then the process stops
+    async with FakeProvider("a", answer=ANSWER) as a:
+        a.script(ok(chunk_gap=0.15))
+        path = write_config(tmp_path / "proxy.yaml", [entry(a)])
+        server = await serve("--approach", "proxy", "--proxy-config", str(path))
+        async with server.client() as client:
+            stream = await client.chat.completions.create(model="gpt-4", messages=USER, stream=True)
+            chunks = [await anext(aiter(stream))]
+            server.signal(signal.SIGTERM)
+            chunks += [c async for c in stream]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == ANSWER and chunks[-1].choices[0].finish_reason == "stop"
+        code = await server.wait()
+    assert code == 0, server.log
+    for noise in NOISE:
+        assert noise not in server.log, server.log
+
+
+# -- SIGHUP ----------------------------------------------------------------------------------------
+
+
+async def test_sighup_swaps_providers_without_dropping_a_request_in_flight(serve, tmp_path: Path) -> None:
+    async with FakeProvider("a", answer=ANSWER) as a, FakeProvider("b", answer=ANSWER) as b:
+        a.script(ok(latency=0.8))
+        path = write_config(tmp_path / "proxy.yaml", [entry(a)])
+        server = await serve("--approach", "proxy", "--proxy-config", str(path))
+        async with server.client() as client:
+            in_flight = asyncio.create_task(ask(client, False))
+            await a.wait_for_requests(1, chat_only=True)
+            write_config(path, [entry(b)])
+            server.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while await providers_of(server.url) != ({"b"}, 1):
+                assert time.monotonic() < deadline, "the new providers file was not loaded"
+                await asyncio.sleep(0.02)
+            assert not in_flight.done()  # swapped while the request was still on a
+            assert (await ask(client, False)).fingerprints == {"fake-b"}  # new requests: the new providers
+            reply = await in_flight
+            assert (reply.text, reply.fingerprints) == (ANSWER, {"fake-a"})  # the old one finished on a
+            assert len(a.chat_requests()) == 1
+
+            # an invalid file is rejected: logged with the file and key, the current providers keep serving
+            path.write_text("providers:\n  - name: c\n    base_url: not-a-url\n")
+            server.signal(signal.SIGHUP)
+            await server.logged("reload rejected")
+            assert "providers[0].base_url" in server.log and str(path) in server.log
+            assert await providers_of(server.url) == ({"b"}, 1)
+            assert (await ask(client, True)).fingerprints == {"fake-b"}
+        server.signal(signal.SIGTERM)
+        assert await server.wait() == 0, server.log
+    for noise in NOISE:
+        assert noise not in server.log, server.log
+
+
+# -- POST /admin/reload (in process) ---------------------------------------------------------------
+
+
+async def test_admin_reload_swaps_providers_mid_stream_and_rejects_an_invalid_file(
+    fakes, http, tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("HULUMANAGE_ADMIN_TOKEN", raising=False)  # loopback callers only
+    a, b = await fakes("a", "b", answer=ANSWER)
+    a.script(ok(chunk_gap=0.1))
+    path = write_config(tmp_path / "proxy.yaml", [entry(a)])
+    async with run_host("--approach", "proxy", "--proxy-config", str(path)) as host, host.client() as client:
+        stream = await client.chat.completions.create(model="gpt-4", messages=USER, stream=True)
+        chunks = [await anext(aiter(stream))]  # a's stream is open
+
+        write_config(path, [entry(b)])
+        async with http.post(f"{host.url}/admin/reload") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        assert body["reloaded"][0]["providers"] == ["b"]
+        assert (await ask(client, False)).fingerprints == {"fake-b"}
+
+        chunks += [c async for c in stream]  # ... and still runs to its end on a
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == ANSWER and chunks[-1].choices[0].finish_reason == "stop"
+        assert {c.system_fingerprint for c in chunks} == {"fake-a"}
+
+        path.write_text("providers:\n  - name: c\n    base_url: http://127.0.0.1:1/v1\n    wieght: 2\n")
+        with caplog.at_level(logging.ERROR):
+            async with http.post(f"{host.url}/admin/reload") as resp:
+                assert resp.status == 422
+                error = (await resp.json())["error"]
+        assert error["code"] == "reload_rejected"
+        assert "providers[0].wieght" in error["message"] and "did you mean 'weight'" in error["message"]
+        assert any("reload rejected" in r.getMessage() for r in caplog.records)
+        async with http.get(f"{host.url}/health") as resp:
+            proxy_view = (await resp.json())["proxy"]
+        assert set(proxy_view["providers"]) == {"b"} and proxy_view["reloads"] == 1
+        assert (await ask(client, True)).fingerprints == {"fake-b"}
