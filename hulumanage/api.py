@@ -53,6 +53,14 @@ def resolve_chain(data: dict[str, Any], approaches: dict[str, Any], default: str
         )
     if len(set(chain)) != len(chain):
         raise ApiError(400, f"approach chain {'&'.join(chain)!r} repeats an approach (a cycle)", code="approach_cycle")
+    for outer in chain[:-1]:
+        if getattr(approaches[outer], "terminal", False):
+            raise ApiError(
+                400,
+                f"approach {outer!r} calls providers itself and cannot run other layers; put it last, "
+                f"e.g. '{'&'.join([s for s in chain if s != outer] + [outer])}-{data['model']}'",
+                code="invalid_approach_chain",
+            )
     return chain
 
 

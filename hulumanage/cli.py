@@ -35,6 +35,8 @@ def build_parser(pm: pluggy.PluginManager) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
                         default=(os.environ.get("HULUMANAGE_LOG_LEVEL") or "INFO").upper(),
                         help="log level (default $HULUMANAGE_LOG_LEVEL or INFO); DEBUG logs each routing decision")
+    parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                        help="on SIGTERM, how long requests in flight may take to finish (default 30)")
     parser.add_argument("--version", action="version", version=f"hulumanage {__version__}")
     demo = parser.add_argument_group("demo", "options of `hulumanage demo`")
     demo.add_argument("--requests", type=int, default=300, metavar="N", help="requests the demo sends (default 300)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -33,7 +34,7 @@ async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
     """Start the server, wait for a stop signal, shut down gracefully."""
     app = make_app(options, pm)
     access_log = logging.getLogger("aiohttp.access") if options.log_level == "DEBUG" else None
-    runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=getattr(options, "grace", GRACE_SECONDS))
+    runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=options.grace, handler_cancellation=True)
     try:
         await runner.setup()  # runs the plugins' startup: a bad config fails here
     except BaseException:
@@ -45,6 +46,11 @@ async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
     except OSError as exc:
         await runner.cleanup()
         raise OSError(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc} (is another server running? try --port)") from exc
+    # Everything loaded at startup lives until shutdown: keep it out of the collector's
+    # full passes, which otherwise walk it every few thousand requests (p99 spikes).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -63,6 +69,6 @@ async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     print(f"hulumanage serving on http://{options.host}:{options.port}/v1 (approach {options.approach})", file=sys.stderr, flush=True)
     await stop.wait()
-    logger.info("shutting down: finishing in-flight requests (up to %ss)", runner._shutdown_timeout)
+    logger.info("shutting down: finishing in-flight requests (up to %ss)", options.grace)
     await runner.cleanup()
     return 0

@@ -52,8 +52,11 @@ class RetryBudget:
                 q.popleft()
 
     def request(self) -> None:
-        """Count one new request."""
-        self._requests.append(self._clock())
+        """Count one new request (and forget those older than the window)."""
+        now = self._clock()
+        self._requests.append(now)
+        if self._requests[0] < now - BUDGET_WINDOW:
+            self._trim(now)
 
     def try_spend(self) -> bool:
         """Take one retry from the budget if there is room."""

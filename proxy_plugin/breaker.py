@@ -94,7 +94,10 @@ class Breaker:
         if until_health_check:
             self._open(now, FOREVER, until_health_check=True)
         elif open_for is not None:
-            self._open(now, open_for)
+            if self._current() != OPEN or now + open_for > self.open_until:
+                self._open(now, open_for)
+        elif self._current() == OPEN:
+            pass  # a request that was in flight when the circuit opened: no longer open time
         elif self.state == HALF_OPEN or self._tripped():
             self._open(now, None)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import email.utils
 import time
 from collections.abc import Mapping
@@ -68,7 +69,7 @@ def classify_status(status: int, body: bytes) -> Failure:
         return Failure.CONTEXT_LENGTH
     if status in (400, 413, 422):
         return Failure.CALLER
-    return Failure.BAD_RESPONSE if status < 500 else Failure.TRANSIENT
+    return Failure.BAD_RESPONSE
 
 
 def classify_exception(exc: BaseException) -> Failure | None:
@@ -100,9 +101,11 @@ def retry_after(headers: Mapping[str, Any], now: float | None = None) -> float |
         return None
     value = str(value).strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -18,6 +18,13 @@ from proxy_plugin.pool import Pool
 logger = logging.getLogger(__name__)
 
 
+def _apply_log_level(level: str) -> None:
+    """``monitoring.log_level`` for the plugin's loggers; a more verbose host level (``--log-level DEBUG``) wins."""
+    wanted = logging.getLevelName(level)
+    root = logging.getLogger().getEffectiveLevel()
+    logging.getLogger("proxy_plugin").setLevel(min(wanted, root) if isinstance(wanted, int) else root)
+
+
 class ProxyRuntime:
     """Owns the long-lived ClientSession and the current Pool; a reload swaps the pool whole."""
 
@@ -39,7 +46,7 @@ class ProxyRuntime:
 
     async def start(self) -> None:
         """Open the connection pool, build the provider pool, start health checks."""
-        logging.getLogger("proxy_plugin").setLevel(self.config.monitoring.log_level)
+        _apply_log_level(self.config.monitoring.log_level)
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
                                              auto_decompress=True)
@@ -58,7 +65,7 @@ class ProxyRuntime:
         old, self.config = self.pool, config
         self.pool = Pool(config, self.session)
         self.reloads += 1
-        logging.getLogger("proxy_plugin").setLevel(config.monitoring.log_level)
+        _apply_log_level(config.monitoring.log_level)
         self._health.poke()
         if old is not None:
             task = asyncio.create_task(old.drained())

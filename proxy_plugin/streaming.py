@@ -171,6 +171,11 @@ async def stream(pool: Pool, body: dict[str, Any]) -> AsyncIterator[bytes]:
         raise run.exhausted()
 
 
+def _deadline_passed(deadline: float) -> bool:
+    """Whether a timeout that just fired was the attempt's deadline (not an idle gap)."""
+    return time.monotonic() >= deadline - 0.005
+
+
 class _Failed(Exception):
     """An attempt failed; carries its outcome to the dispatch loop."""
 
@@ -218,16 +223,19 @@ async def _attempt(
                     first = relay.accept(data, prefilled)
                     if first is not None:
                         break
-        except _Failed:
+        except (_Failed, Diverged):
             raise
+        except StreamBroken as exc:
+            raise _Failed(Outcome(exc.failure, None, exc.detail)) from None
         except Exception as exc:  # noqa: BLE001 - transport failures are classified, others re-raised
             failure = classify_exception(exc)
             if failure is None:
                 raise
+            left = run.remaining()
+            if isinstance(exc, TimeoutError) and left is not None and left <= 0.005:
+                raise _Failed(Outcome(None, None, "request deadline reached before the first token")) from None
             what = "no first token in time" if isinstance(exc, TimeoutError) else describe_exception(exc)
             raise _Failed(Outcome(failure, None, what, connection_level=_connection_level(exc))) from None
-        except StreamBroken as exc:
-            raise _Failed(Outcome(exc.failure, None, exc.detail)) from None
         if first is None:
             raise _Failed(Outcome(Failure.TRANSIENT, None, "stream ended before any event"))
         relay.sent = True
@@ -245,10 +253,15 @@ async def _attempt(
                     yield part
         except StreamBroken as exc:
             raise _Failed(Outcome(exc.failure, None, exc.detail)) from None
-        except Exception as exc:  # noqa: BLE001
+        except Diverged:
+            raise
+        except Exception as exc:  # noqa: BLE001 - transport failures are classified, others re-raised
             failure = classify_exception(exc)
             if failure is None:
                 raise
+            if isinstance(exc, TimeoutError) and _deadline_passed(attempt_deadline):
+                # the request's own time ran out on a stream that was still flowing: not the provider's fault
+                raise _Failed(Outcome(None, None, "request deadline reached mid-stream")) from None
             what = "stream stalled (idle timeout)" if isinstance(exc, TimeoutError) else describe_exception(exc)
             raise _Failed(Outcome(failure, None, what)) from None
         if not relay.done:

@@ -58,7 +58,7 @@ async def run_host(*argv: str, environ: Mapping[str, str] | None = None) -> Asyn
     pm = get_plugin_manager(environ)
     options = parse_args(list(argv), pm)
     app = make_app(options, pm)
-    runner = web.AppRunner(app, shutdown_timeout=2)
+    runner = web.AppRunner(app, shutdown_timeout=2, handler_cancellation=True)
     await runner.setup()
     port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)

@@ -213,12 +213,6 @@ def test_snapshot_reports_the_time_left_open() -> None:
     orjson.dumps(b.snapshot())  # JSON-able for /health
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="breaker.py Breaker.failure(): a failure recorded while the circuit is already OPEN (a request "
-    "that was in flight when it opened) re-opens it and doubles the open time each time, so a burst of "
-    "concurrent failures locks a provider out for open_max instead of open_base",
-)
 def test_failures_of_requests_already_in_flight_do_not_extend_the_open_time() -> None:
     clock = Clock()
     b = breaker(clock, consecutive_failures=2, open_base=1.0, open_max=60)
@@ -283,12 +277,6 @@ def test_other_4xx_are_bad_responses(status: int) -> None:
     assert Failure.BAD_RESPONSE.counts_against_provider
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classify.py classify_status(): the module docstring's table puts 'other 4xx/5xx' in "
-    "BAD_RESPONSE (fail over, no retry), but the code makes every other 5xx (501, 505, ...) TRANSIENT "
-    "(retried on the same provider); the doc and the code disagree",
-)
 @pytest.mark.parametrize("status", [501, 505])
 def test_other_5xx_are_bad_responses_as_the_table_says(status: int) -> None:
     assert classify_status(status, body()) is Failure.BAD_RESPONSE
@@ -332,11 +320,6 @@ def test_retry_after_as_an_http_date() -> None:
     assert retry_after({"Retry-After": "Someday, 99 Foo 2030 25:61:00 GMT"}) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classify.py retry_after(): any float() spelling is accepted, so 'inf' (or '1e12') from a "
-    "misbehaving provider becomes an infinite wait, which opens the circuit for ever (open_for=inf)",
-)
 @pytest.mark.parametrize("value", ["inf", "nan", "1e400"])
 def test_retry_after_rejects_values_that_are_not_finite(value: str) -> None:
     assert retry_after({"Retry-After": value}) is None

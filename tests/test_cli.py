@@ -219,11 +219,6 @@ async def test_served_proxy_answers_logs_routing_without_keys_and_stops_on_sigte
     assert "route model=gpt-4" in log and "plan=['a']" in log  # the routing decision
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ProxyRuntime.start() sets the proxy_plugin logger to monitoring.log_level "
-    "(default INFO), overriding --log-level DEBUG, so routing decisions are not logged",
-)
 async def test_log_level_debug_alone_logs_the_routing_decision(serve, tmp_path: Path) -> None:
     log = await serve_proxy_and_log(serve, tmp_path)
     assert "route model=gpt-4" in log and "plan=['a']" in log

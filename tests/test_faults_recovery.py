@@ -182,12 +182,6 @@ async def test_the_deadline_ends_a_stream_that_outlasts_it_with_an_error_event(f
         await serves_normally(client, a, b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streaming.py _attempt() (after the first event): any TimeoutError is reported as 'stream "
-    "stalled (idle timeout)' and charged to the provider as a transient failure, also when it was the "
-    "request's own deadline (timeouts.total, or timeouts.request) that ran out on a stream still flowing",
-)
 async def test_a_deadline_that_ends_a_flowing_stream_is_not_called_a_stall_nor_charged_to_the_provider(
     fakes, proxy, http
 ) -> None:

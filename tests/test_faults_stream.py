@@ -286,15 +286,7 @@ def error_stream(after_words: int) -> list[bytes]:
     return [sse(c) for c in head[: after_words + 1]] + [ERROR_EVENT]
 
 
-ERROR_FIRST_REASON = (
-    "streaming.py _attempt(): before the first relayed event, `except Exception` comes before "
-    "`except StreamBroken`, so an upstream SSE error event read there (as the first event, or while a "
-    "retry skips text the client already has) escapes as StreamBroken: the client gets a 500 'internal "
-    "error' (or an SSE error event) instead of a failover"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=ERROR_FIRST_REASON)
 async def test_an_error_event_as_the_first_event_fails_over(fakes, proxy, http) -> None:
     (b,) = await fakes("b", answer=ANSWER)
     async with sse_provider([ERROR_EVENT]) as (url, arrivals):
@@ -309,7 +301,6 @@ async def test_an_error_event_as_the_first_event_fails_over(fakes, proxy, http) 
             await serves_normally(client, b)
 
 
-@pytest.mark.xfail(strict=True, reason=ERROR_FIRST_REASON)
 async def test_an_error_event_mid_stream_is_continued_elsewhere(fakes, proxy, http) -> None:
     (b,) = await fakes("b", answer=ANSWER)
     async with sse_provider(error_stream(2)) as (url, arrivals):

@@ -380,14 +380,9 @@ async def test_a_wrapped_stream_that_breaks_ends_with_an_error_event(fakes, prox
 
 
 LONG_ANSWER = " ".join(f"w{i}" for i in range(40))
-STALLED = pytest.mark.xfail(
-    strict=True,
-    reason="host bug: aiohttp's handler is not cancelled when the client disconnects (no handler_cancellation, "
-    "no disconnect watch in api._stream), so a stream whose upstream is silent stays open until timeouts.idle",
-)
 
 
-@pytest.mark.parametrize("upstream", ["streaming", pytest.param("stalled", marks=STALLED)])
+@pytest.mark.parametrize("upstream", ["streaming", "stalled"])
 async def test_an_abandoned_wrapped_stream_frees_the_pool(fakes, proxy, upstream: str) -> None:
     """A client that leaves mid-answer closes the upstream stream through every layer."""
     host, (a, _b), _direct = await start(fakes, proxy, answer=LONG_ANSWER)

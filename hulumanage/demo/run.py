@@ -68,7 +68,7 @@ async def _host(sock: socket.socket, config: Path, log_level: str, pm: pluggy.Pl
     """Serve the real host with ``--approach proxy`` on ``sock`` until the block ends."""
     options = parse_args(["--approach", "proxy", "--proxy-config", str(config), "--log-level", log_level], pm)
     app = make_app(options, pm)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2, handler_cancellation=True)
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()
