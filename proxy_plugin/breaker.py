@@ -47,7 +47,7 @@ class Breaker:
         self.probing = False
         self.last_failure = 0.0
         self.until_health_check = False
-        self._events: deque[tuple[float, bool]] = deque()
+        self._events: deque[list[int]] = deque()  # [second, outcomes, failures]
         self._clock = clock
         self._rng = rng or random.Random()
 
@@ -114,18 +114,27 @@ class Breaker:
     def _tripped(self) -> bool:
         if self.consecutive >= self.consecutive_limit:
             return True
-        total = len(self._events)
+        total = failures = 0
+        for _second, count, failed in self._events:
+            total += count
+            failures += failed
         if total < self.min_requests:
             return False
-        failures = sum(1 for _, ok in self._events if not ok)
         return failures / total >= self.failure_rate
 
     def _record(self, now: float, ok: bool) -> None:
+        """Count an outcome in per-second buckets: constant memory and cost whatever the rate."""
         events = self._events
-        events.append((now, ok))
-        horizon = now - self.window
-        while events and events[0][0] < horizon:
-            events.popleft()
+        second = int(now)
+        if events and events[-1][0] == second:
+            bucket = events[-1]
+            bucket[1] += 1
+            bucket[2] += 0 if ok else 1
+        else:
+            events.append([second, 1, 0 if ok else 1])
+            horizon = now - self.window
+            while events and events[0][0] + 1 <= horizon:
+                events.popleft()
 
     def _open(self, now: float, duration: float | None, *, until_health_check: bool = False) -> None:
         self.openings += 1

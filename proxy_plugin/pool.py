@@ -44,6 +44,9 @@ class Pool:
         self.providers = [
             Provider(p, config.circuit_breaker, i, config.monitoring) for i, p in enumerate(config.providers)
         ]
+        for provider in self.providers:  # resolved once per configuration, not per request
+            provider.timeouts = config.timeouts_for(provider.config)
+            provider.client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=provider.timeouts.connect)
         self.by_name = {p.name: p for p in self.providers}
         self.strategy = make_strategy(config.routing.strategy)
         # fallbacks get their own instance: a stateful strategy (round_robin) must not
@@ -144,7 +147,7 @@ class Pool:
         self, provider: Provider, mapped: str, payload: bytes, run: Attempts
     ) -> tuple[Outcome | None, RawResponse | None]:
         """One upstream POST; either a response to return or the failure's outcome."""
-        timeouts = self.config.timeouts_for(provider.config)
+        timeouts = provider.timeouts
         limit = timeouts.request
         left = run.remaining()
         if left is not None:
@@ -154,7 +157,7 @@ class Pool:
             async with asyncio.timeout(limit):
                 async with self.session.post(
                     provider.chat_url, data=payload, headers=provider.headers,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
+                    timeout=provider.client_timeout,
                 ) as resp:
                     body = await resp.read()
                     status = resp.status

@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any
 
 from proxy_plugin.breaker import Breaker
-from proxy_plugin.config import CircuitBreakerConfig, MonitoringConfig, ProviderConfig
+from proxy_plugin.config import CircuitBreakerConfig, MonitoringConfig, ProviderConfig, TimeoutConfig
 
 LATENCY_SAMPLES = 200
 
@@ -32,6 +32,8 @@ class Provider:
         self.last_check: float | None = None
         self.check_failures = 0
         self.models: tuple[str, ...] = ()
+        self.timeouts: TimeoutConfig | None = None  # set by the pool: the global timeouts with this provider's overrides
+        self.client_timeout: Any = None
         self.check_passes = 0
         self.in_flight = 0
         self.requests = 0

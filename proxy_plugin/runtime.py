@@ -48,7 +48,7 @@ class ProxyRuntime:
         """Open the connection pool, build the provider pool, start health checks."""
         _apply_log_level(self.config.monitoring.log_level)
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+        self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar(),
                                              auto_decompress=True)
         self.pool = Pool(self.config, self.session)
         self._health.start()

@@ -196,7 +196,7 @@ async def _attempt(
     pool: Pool, provider: Provider, mapped: str, payload: bytes, run: Attempts, relay: Relay, prefilled: bool,
 ) -> AsyncIterator[bytes]:
     """One streaming attempt: yields relayed bytes; raises _Failed when it goes wrong."""
-    timeouts = pool.config.timeouts_for(provider.config)
+    timeouts = provider.timeouts
     started = time.monotonic()
     attempt_deadline = started + timeouts.request
     left = run.remaining()
@@ -209,7 +209,7 @@ async def _attempt(
             async with asyncio.timeout(first_limit):
                 resp = await pool.session.post(
                     provider.chat_url, data=payload, headers=provider.headers,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
+                    timeout=provider.client_timeout,
                 )
                 if resp.status != 200:
                     body = await resp.content.read(MAX_ERROR_BODY)
