@@ -117,13 +117,15 @@ class TimeoutConfig:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TimeoutOverrides:
-    """Per-provider timeouts; None means "use the global value"."""
+    """Per-provider timeouts; None means "use the global value".
+
+    ``total`` is one deadline over every provider a request tries, so it is global only.
+    """
 
     connect: float | None = _opt(None, gt=0)
     request: float | None = _opt(None, gt=0)
     first_token: float | None = _opt(None, gt=0)
     idle: float | None = _opt(None, gt=0)
-    total: float | None = _opt(None, gt=0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -230,7 +232,7 @@ class ProxyConfig:
         over = provider.timeouts
         merged = {}
         for f in dataclasses.fields(TimeoutConfig):
-            value = getattr(over, f.name)
+            value = getattr(over, f.name, None)
             merged[f.name] = getattr(self.timeouts, f.name) if value is None else value
         return TimeoutConfig(**merged)
 

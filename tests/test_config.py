@@ -503,3 +503,11 @@ def test_timeouts_for_merges_overrides() -> None:
     assert config.timeouts_for(a) == TimeoutConfig(connect=1.0, request=50.0, first_token=99.0, idle=7.0, total=200.0)
     assert config.timeouts_for(b) == config.timeouts
     assert config.timeouts_for(b).first_token is None
+
+
+def test_per_provider_total_timeout_is_refused_because_it_is_global() -> None:
+    data = {"providers": [{"name": "a", "base_url": "http://127.0.0.1:1/v1", "timeouts": {"total": 5}}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, {}, "p.yaml")
+    assert err.value.key_path == "providers[0].timeouts.total"
+    assert "unknown key" in err.value.problem
