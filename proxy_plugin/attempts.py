@@ -102,11 +102,12 @@ class Attempts:
             mapped = provider.map_model(self.model)
             if mapped in self.skip_models:
                 continue
-            if not provider.acquire_circuits(mapped):
+            probes = provider.acquire_circuits(mapped)
+            if probes is None:
                 self.errors.append((provider.name, "circuit open"))
                 continue
             if not await provider.acquire_slot():
-                provider.release_circuits(mapped)
+                provider.release_circuits(mapped, probes)
                 self.errors.append((provider.name, f"at capacity ({provider.config.max_concurrent} in flight)"))
                 continue
             if self.last_provider is not None and self.last_provider is not provider:
@@ -119,7 +120,7 @@ class Attempts:
             finally:
                 provider.in_flight -= 1
                 provider.release_slot()
-                provider.release_circuits(mapped)
+                provider.release_circuits(mapped, probes)
 
     def record(self, provider: Provider, mapped: str, outcome: Outcome) -> None:
         """Note a failed attempt and charge it to the provider when it is the provider's fault."""

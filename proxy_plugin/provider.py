@@ -7,7 +7,7 @@ import time
 from collections import deque
 from typing import Any
 
-from proxy_plugin.breaker import Breaker
+from proxy_plugin.breaker import HALF_OPEN, Breaker
 from proxy_plugin.config import CircuitBreakerConfig, MonitoringConfig, ProviderConfig, TimeoutConfig
 
 LATENCY_SAMPLES = 200
@@ -76,22 +76,31 @@ class Provider:
         model_breaker = self._breakers.get(model)
         return self.breaker(None).available() and (model_breaker is None or model_breaker.available())
 
-    def acquire_circuits(self, model: str) -> bool:
-        """Take permission from both circuits (half-open allows one probe)."""
+    def acquire_circuits(self, model: str) -> tuple[bool, bool] | None:
+        """Take permission from both circuits (half-open allows one probe).
+
+        Returns None when refused, else which circuits gave their one probe to this
+        request, so that only this request can hand those probes back.
+        """
         if not self._breaker_config.enabled:
-            return True
+            return (False, False)
         whole = self.breaker(None)
         if not whole.acquire():
-            return False
-        if not self.breaker(model).acquire():
-            whole.release()
-            return False
-        return True
+            return None
+        whole_probe = whole.state == HALF_OPEN
+        per_model = self.breaker(model)
+        if not per_model.acquire():
+            if whole_probe:
+                whole.release()
+            return None
+        return (whole_probe, per_model.state == HALF_OPEN)
 
-    def release_circuits(self, model: str) -> None:
-        """Give back circuit permission for an attempt that was not sent."""
-        if self._breaker_config.enabled:
+    def release_circuits(self, model: str, probes: tuple[bool, bool]) -> None:
+        """Hand back the probes this request took and did not settle (cancelled or unsent)."""
+        whole_probe, model_probe = probes
+        if whole_probe:
             self.breaker(None).release()
+        if model_probe:
             self.breaker(model).release()
 
     async def acquire_slot(self) -> bool:

@@ -353,3 +353,20 @@ async def test_a_refused_connection_is_transient_and_described_as_such() -> None
 def test_other_exceptions_are_not_classified(exc: BaseException) -> None:
     # a bug or a cancellation must propagate, not be retried elsewhere
     assert classify_exception(exc) is None
+
+
+def test_a_request_that_started_while_closed_cannot_hand_back_another_requests_probe() -> None:
+    from proxy_plugin.config import parse_config
+    from proxy_plugin.provider import Provider
+
+    config = parse_config({"providers": [{"name": "a", "base_url": "http://127.0.0.1:1/v1"}]}, {})
+    provider = Provider(config.providers[0], config.circuit_breaker, 0)
+    early = provider.acquire_circuits("m")  # sent while the circuit was closed
+    assert early == (False, False)
+    provider.record_failure("m", "transient", "500", whole_provider=False, open_for=0.0)  # opens, probe-able at once
+    probe = provider.acquire_circuits("m")
+    assert probe == (False, True)  # this request holds the one half-open probe
+    provider.release_circuits("m", early)  # the early request finishes
+    assert provider.acquire_circuits("m") is None  # still only one probe in flight
+    provider.release_circuits("m", probe)  # the probe was cancelled: hand it back
+    assert provider.acquire_circuits("m") == (False, True)
