@@ -145,10 +145,13 @@ class Attempts:
         )
         logger.info("provider %s failed for model %s: %s", provider.name, mapped, detail)
 
-    async def retry_same(self, outcome: Outcome, attempt: int) -> bool:
+    async def retry_same(self, outcome: Outcome, attempt: int, provider: Provider, mapped: str) -> bool:
         """Wait before retrying on the same provider; False means move on to the next one."""
         if outcome.failure is not Failure.TRANSIENT or attempt + 1 >= self.retries.attempts_per_provider:
             return False
+        if outcome.retry_after is None and not provider.available(mapped):
+            return False  # that failure opened its circuit: retrying would defeat it
+        # (a short Retry-After opens the circuit for just the wait we are about to sit out)
         wait = outcome.retry_after
         if wait is not None:
             if wait > self.retries.retry_after_max:

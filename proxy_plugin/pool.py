@@ -139,7 +139,7 @@ class Pool:
                     if outcome.failure is Failure.CALLER:
                         return RawResponse(outcome.status or 400, outcome.body, {"Content-Type": "application/json"})
                     run.record(provider, mapped, outcome)
-                    if not await run.retry_same(outcome, attempt):
+                    if not await run.retry_same(outcome, attempt, provider, mapped):
                         break
             raise run.exhausted()
 

@@ -154,7 +154,7 @@ async def stream(pool: Pool, body: dict[str, Any]) -> AsyncIterator[bytes]:
                     run.record(provider, mapped, outcome)
                     if relay.sent and relay.broken is None:
                         relay.broken = outcome.detail
-                    if not await run.retry_same(outcome, attempt):
+                    if not await run.retry_same(outcome, attempt, provider, mapped):
                         break
                     continue
                 except Diverged as exc:

@@ -195,3 +195,18 @@ async def test_a_deadline_that_ends_a_flowing_stream_is_not_called_a_stall_nor_c
     assert b"stalled" not in raw and b"deadline" in raw
     view = (await health(http, host))["proxy"]["providers"]["a"]
     assert view["failures"] == 0
+
+
+async def test_a_failure_that_opens_the_circuit_is_not_retried_on_that_provider(fakes, proxy) -> None:
+    a, b = await fakes("a", "b")
+    a.set_default(server_error(500))
+    host = await proxy(
+        [entry(a), entry(b)],
+        routing={"strategy": "failover", "health_check": {"enabled": False}},
+        retries={"attempts_per_provider": 3, "backoff_base": 0.01, "backoff_max": 0.02},
+        circuit_breaker={"consecutive_failures": 1, "open_base": 5, "open_max": 10},
+    )
+    async with host.client() as client:
+        reply = await client.chat.completions.create(model="gpt-4", messages=USER)
+    assert reply.system_fingerprint == "fake-b"
+    assert len(a.chat_requests()) == 1  # the first 500 opened a's circuit: no second try against it
