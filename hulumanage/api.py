@@ -116,7 +116,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             first = await anext(iterator)
         except StopAsyncIteration:
             raise ApiError(502, "the approach produced an empty stream", "server_error", "empty_stream") from None
-    except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
+    except Exception as exc:  # every failure becomes an OpenAI-shaped error
         if not isinstance(getattr(exc, "status_code", None), int):
             logger.exception("unexpected error while serving a chat completion")
         return error_response(exc)

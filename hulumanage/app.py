@@ -48,6 +48,10 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
     """Build the host app: approaches from plugins, routes, plugin lifespans."""
     pm = pm or get_plugin_manager()
     approaches = collect_approaches(pm)
+    if any(not getattr(a, "terminal", False) for a in approaches.values()):
+        # Composed layers run on the openai SDK; importing it takes about a second, which
+        # must happen here at startup, not on the event loop under the first such request.
+        import openai  # noqa: F401
     if options.approach not in approaches:
         raise StartupError(f"unknown --approach {options.approach!r}; known approaches: {', '.join(sorted(approaches))}")
     app = web.Application(client_max_size=64 * 1024 * 1024)

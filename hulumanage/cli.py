@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(serve(options, pm))
     except KeyboardInterrupt:
         return 0
-    except Exception as exc:  # noqa: BLE001 - startup failures are shown as one clear line
+    except Exception as exc:  # startup failures are shown as one clear line
         if options.log_level == "DEBUG":
             logger.exception("startup failed")
         print(f"hulumanage: error: {exc}", file=sys.stderr)

@@ -16,4 +16,4 @@ HTTP = web.AppKey("hulumanage_http", aiohttp.ClientSession)
 PARAMS = web.AppKey("hulumanage_params", frozenset)
 STATS = web.AppKey("hulumanage_stats", dict)
 
-__all__ = ["OPTIONS", "PLUGIN_MANAGER", "APPROACHES", "HTTP", "PARAMS", "STATS", "Any"]
+__all__ = ["APPROACHES", "HTTP", "OPTIONS", "PARAMS", "PLUGIN_MANAGER", "STATS", "Any"]

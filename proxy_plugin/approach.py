@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -22,7 +22,7 @@ class ProxyApproach:
 
     slug = "proxy"
     description = "load-balance across configured providers with health checks and failover"
-    params = {"proxy_wrap": "run this approach with a client backed by the provider pool (e.g. 'moa')"}
+    params: ClassVar[dict[str, str]] = {"proxy_wrap": "run this approach with a client backed by the provider pool (e.g. 'moa')"}
     terminal = True
 
     async def run(self, call: Any) -> Any:

@@ -17,9 +17,22 @@ class Breaker:
     """One circuit: opens on consecutive failures or a failure rate, probes, closes on success."""
 
     __slots__ = (
-        "consecutive_limit", "failure_rate", "window", "min_requests", "open_base", "open_max",
-        "state", "consecutive", "openings", "open_until", "probing", "last_failure", "until_health_check",
-        "_events", "_clock", "_rng",
+        "_clock",
+        "_events",
+        "_rng",
+        "consecutive",
+        "consecutive_limit",
+        "failure_rate",
+        "last_failure",
+        "min_requests",
+        "open_base",
+        "open_max",
+        "open_until",
+        "openings",
+        "probing",
+        "state",
+        "until_health_check",
+        "window",
     )
 
     def __init__(

@@ -15,9 +15,9 @@ at the text of messages.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import enum
 import math
-import email.utils
 import time
 from collections.abc import Mapping
 from typing import Any

@@ -100,7 +100,7 @@ class HealthChecker:
             if hc.enabled:
                 try:
                     await check_all(pool)
-                except Exception:  # noqa: BLE001 - a bug here must not stop future checks
+                except Exception:  # a bug here must not stop future checks
                     logger.exception("health check round failed")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

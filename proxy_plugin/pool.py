@@ -15,7 +15,14 @@ import aiohttp
 import orjson
 
 from proxy_plugin.attempts import Attempts, Outcome, RetryBudget
-from proxy_plugin.classify import Failure, classify_exception, classify_status, describe_exception, error_code, retry_after
+from proxy_plugin.classify import (
+    Failure,
+    classify_exception,
+    classify_status,
+    describe_exception,
+    error_code,
+    retry_after,
+)
 from proxy_plugin.config import ProxyConfig
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
@@ -162,7 +169,7 @@ class Pool:
                     body = await resp.read()
                     status = resp.status
                     headers = resp.headers
-        except Exception as exc:  # noqa: BLE001 - classified below, re-raised when not ours
+        except Exception as exc:  # classified below, re-raised when not ours
             failure = classify_exception(exc)
             if failure is None:
                 raise

@@ -14,7 +14,14 @@ import aiohttp
 import orjson
 
 from proxy_plugin.attempts import Attempts, Outcome
-from proxy_plugin.classify import Failure, classify_exception, classify_status, describe_exception, error_code, retry_after
+from proxy_plugin.classify import (
+    Failure,
+    classify_exception,
+    classify_status,
+    describe_exception,
+    error_code,
+    retry_after,
+)
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.pool import MAX_ERROR_BODY, Pool, _connection_level
 from proxy_plugin.provider import Provider
@@ -227,7 +234,7 @@ async def _attempt(
             raise
         except StreamBroken as exc:
             raise _Failed(Outcome(exc.failure, None, exc.detail)) from None
-        except Exception as exc:  # noqa: BLE001 - transport failures are classified, others re-raised
+        except Exception as exc:  # transport failures are classified, others re-raised
             failure = classify_exception(exc)
             if failure is None:
                 raise
@@ -255,7 +262,7 @@ async def _attempt(
             raise _Failed(Outcome(exc.failure, None, exc.detail)) from None
         except Diverged:
             raise
-        except Exception as exc:  # noqa: BLE001 - transport failures are classified, others re-raised
+        except Exception as exc:  # transport failures are classified, others re-raised
             failure = classify_exception(exc)
             if failure is None:
                 raise

@@ -8,6 +8,7 @@ completion/chunk dicts, and parameter validation.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import time
@@ -15,14 +16,19 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from typing import Any
 
-from openai.resources.chat.completions import AsyncCompletions
-
 from hulumanage.errors import ApiError
 
 # Keyword arguments of the SDK's ``chat.completions.create``; any other request
 # field is sent through ``extra_body`` so nothing the client sent is lost.
 _SDK_CONTROL = frozenset({"extra_headers", "extra_query", "extra_body", "timeout", "self"})
-SDK_FIELDS = frozenset(inspect.signature(AsyncCompletions.create).parameters) - _SDK_CONTROL
+
+
+@functools.cache
+def sdk_fields() -> frozenset[str]:
+    """The SDK's keyword arguments (imported on first use: the direct proxy path never needs the SDK)."""
+    from openai.resources.chat.completions import AsyncCompletions
+
+    return frozenset(inspect.signature(AsyncCompletions.create).parameters) - _SDK_CONTROL
 
 # Fields that make no sense on an internal "judge" call (critique, rating):
 # its answer must be plain text, one choice, not streamed.
@@ -74,7 +80,7 @@ def create_kwargs(request: Mapping[str, Any], drop: Iterable[str] = (), **overri
     kwargs: dict[str, Any] = {}
     extra: dict[str, Any] = dict(body.pop("extra_body", None) or {})
     for name, value in body.items():
-        if name in SDK_FIELDS:
+        if name in sdk_fields():
             kwargs[name] = value
         else:
             extra[name] = value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
@@ -19,7 +19,7 @@ class NoneApproach:
 
     slug = "none"
     description = "plain pass-through to the upstream --base-url"
-    params: dict[str, str] = {}
+    params: ClassVar[dict[str, str]] = {}
     terminal = True
 
     async def run(self, call: Call) -> Any:
