@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import yaml
 from aiohttp import web
@@ -78,4 +81,97 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0, interval: 
         await asyncio.sleep(interval)
 
 
-__all__ = ["Host", "eventually", "free_port", "run_host", "write_config", "os"]
+EXE = shutil.which("hulumanage") or ""
+PROCESS_TIMEOUT = 20
+
+
+class ServerProcess:
+    """A ``hulumanage`` subprocess on a free port; its stderr is collected as it runs."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc = proc
+        self.url = url
+        self.stderr = b""
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(65536):
+            self.stderr += chunk
+
+    @property
+    def log(self) -> str:
+        """Everything the server wrote to stderr so far."""
+        return self.stderr.decode(errors="replace")
+
+    def client(self) -> openai.AsyncOpenAI:
+        """The official SDK pointed at the server (no SDK retries)."""
+        return openai.AsyncOpenAI(
+            base_url=f"{self.url}/v1", api_key="client-key", max_retries=0, timeout=PROCESS_TIMEOUT
+        )
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the server."""
+        self.proc.send_signal(sig)
+
+    async def wait(self) -> int:
+        """The exit status, once stderr is drained."""
+        code = await asyncio.wait_for(self.proc.wait(), PROCESS_TIMEOUT)
+        await asyncio.wait_for(self._reader, PROCESS_TIMEOUT)
+        return code
+
+    async def stop(self) -> int:
+        """SIGTERM (unless it already exited), then the exit status."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await self.wait()
+
+    async def logged(self, text: str, timeout: float = 5.0) -> None:
+        """Wait until ``text`` shows on stderr."""
+        await eventually(lambda: text in self.log, timeout)
+
+
+@contextlib.asynccontextmanager
+async def serving(env: Mapping[str, str]) -> AsyncIterator[Callable[..., Awaitable[ServerProcess]]]:
+    """Yield ``start(*args)``, which runs ``hulumanage *args --port P`` until it answers ``/health``.
+
+    Whatever is still running at the end is killed.
+    """
+    assert EXE, "the hulumanage console script is not installed (pip install -e .)"
+    servers: list[ServerProcess] = []
+
+    async def start(*args: str) -> ServerProcess:
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            EXE, *args, "--port", str(port), env=dict(env),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        server = ServerProcess(proc, f"http://127.0.0.1:{port}")
+        servers.append(server)
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if proc.returncode is not None:
+                    await server.wait()
+                    raise AssertionError(f"server exited with {proc.returncode}: {server.log}")
+                try:
+                    async with session.get(f"{server.url}/health") as resp:
+                        if resp.status == 200:
+                            return server
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert time.monotonic() < deadline, "server did not answer /health in time"
+                await asyncio.sleep(0.05)
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            if server.proc.returncode is None:
+                server.proc.kill()
+                await server.proc.wait()
+            if not server._reader.done():
+                await server._reader
+
+
+__all__ = ["EXE", "Host", "ServerProcess", "eventually", "free_port", "os", "run_host", "serving", "write_config"]

@@ -7,10 +7,7 @@ cleanly on SIGTERM.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,11 +20,10 @@ import openai
 import pytest
 import yaml
 from conftest import USER, entry
-from harness import free_port, write_config
+from harness import EXE, free_port, serving, write_config
 
 from hulumanage.sim import FakeProvider
 
-EXE = shutil.which("hulumanage") or ""
 TIMEOUT = 20
 
 
@@ -121,69 +117,11 @@ def test_a_missing_config_file_exits_2(env, tmp_path: Path) -> None:
     assert_one_error_line(result.stderr)
 
 
-class Server:
-    """A ``hulumanage`` subprocess; its stderr is collected as it runs."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
-        self.proc = proc
-        self.url = url
-        self.stderr = b""
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        while chunk := await self.proc.stderr.read(65536):
-            self.stderr += chunk
-
-    async def stop(self) -> int:
-        """SIGTERM, then the exit status (the reader drains stderr to the end)."""
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), TIMEOUT)
-        await asyncio.wait_for(self._reader, TIMEOUT)
-        return code
-
-
 @pytest.fixture
 async def serve(env) -> AsyncIterator:
     """Start ``hulumanage`` servers on free ports; kill whatever is left at the end."""
-    servers: list[Server] = []
-
-    async def start(*args: str) -> Server:
-        port = free_port()
-        proc = await asyncio.create_subprocess_exec(
-            EXE,
-            *args,
-            "--port",
-            str(port),
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        server = Server(proc, f"http://127.0.0.1:{port}")
-        servers.append(server)
-        deadline = time.monotonic() + TIMEOUT
-        async with aiohttp.ClientSession() as session:
-            while True:
-                if proc.returncode is not None:
-                    await server.stop()
-                    raise AssertionError(f"server exited with {proc.returncode}: {server.stderr.decode()}")
-                try:
-                    async with session.get(f"{server.url}/health") as resp:
-                        if resp.status == 200:
-                            return server
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert time.monotonic() < deadline, "server did not answer /health in time"
-                await asyncio.sleep(0.05)
-
-    yield start
-    for server in servers:
-        if server.proc.returncode is None:
-            server.proc.kill()
-            await server.proc.wait()
-        if not server._reader.done():
-            await server._reader
+    async with serving(env) as start:
+        yield start
 
 
 async def serve_proxy_and_log(serve, tmp_path: Path, **sections: object) -> str:

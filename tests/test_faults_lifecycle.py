@@ -12,63 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
-import openai
 import pytest
 from conftest import USER, entry
-from harness import eventually, free_port, run_host, write_config
+from harness import run_host, serving, write_config
 from test_faults import ANSWER, ask
 
 from hulumanage.sim import FakeProvider, ok
 
-EXE = shutil.which("hulumanage") or ""
-TIMEOUT = 20
 #: what must never show on the server's stderr
 NOISE = ("Unclosed", "ResourceWarning", "Traceback", "Task was destroyed", "Task exception was never retrieved")
-
-
-class Server:
-    """A ``hulumanage`` subprocess on a free port; its stderr is collected as it runs."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
-        self.proc = proc
-        self.url = url
-        self.stderr = b""
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        while chunk := await self.proc.stderr.read(65536):
-            self.stderr += chunk
-
-    @property
-    def log(self) -> str:
-        """Everything the server wrote to stderr so far."""
-        return self.stderr.decode(errors="replace")
-
-    def client(self) -> openai.AsyncOpenAI:
-        """The official SDK pointed at the server (no SDK retries)."""
-        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="client-key", max_retries=0, timeout=TIMEOUT)
-
-    def signal(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the server."""
-        self.proc.send_signal(sig)
-
-    async def wait(self) -> int:
-        """The exit status, once stderr is drained."""
-        code = await asyncio.wait_for(self.proc.wait(), TIMEOUT)
-        await asyncio.wait_for(self._reader, TIMEOUT)
-        return code
-
-    async def logged(self, text: str, timeout: float = 5.0) -> None:
-        """Wait until ``text`` shows on stderr."""
-        await eventually(lambda: text in self.log, timeout)
 
 
 @pytest.fixture
@@ -85,44 +43,8 @@ def env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 async def serve(env: dict[str, str]) -> AsyncIterator[Callable[..., asyncio.Future]]:
     """Start ``hulumanage`` subprocesses; kill whatever is still running at the end."""
-    assert EXE, "the hulumanage console script is not installed (pip install -e .)"
-    servers: list[Server] = []
-
-    async def start(*args: str) -> Server:
-        port = free_port()
-        proc = await asyncio.create_subprocess_exec(
-            EXE,
-            *args,
-            "--port",
-            str(port),
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        server = Server(proc, f"http://127.0.0.1:{port}")
-        servers.append(server)
-        deadline = time.monotonic() + TIMEOUT
-        async with aiohttp.ClientSession() as session:
-            while True:
-                if proc.returncode is not None:
-                    await server.wait()
-                    raise AssertionError(f"server exited with {proc.returncode}: {server.log}")
-                try:
-                    async with session.get(f"{server.url}/health") as resp:
-                        if resp.status == 200:
-                            return server
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert time.monotonic() < deadline, "server did not answer /health in time"
-                await asyncio.sleep(0.05)
-
-    yield start
-    for server in servers:
-        if server.proc.returncode is None:
-            server.proc.kill()
-            await server.proc.wait()
-        if not server._reader.done():
-            await server._reader
+    async with serving(env) as start:
+        yield start
 
 
 async def providers_of(url: str) -> tuple[set[str], int]:
