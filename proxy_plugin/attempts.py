@@ -12,7 +12,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import orjson
 
-from proxy_plugin.classify import Failure
+from proxy_plugin.classify import (
+    Failure,
+    classify_exception,
+    classify_status,
+    connection_level,
+    describe_exception,
+    error_code,
+    retry_after,
+)
 from proxy_plugin.config import RetryConfig
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
@@ -20,6 +28,7 @@ from proxy_plugin.provider import Provider
 logger = logging.getLogger(__name__)
 
 BUDGET_WINDOW = 10.0
+MAX_ERROR_BODY = 64 * 1024
 
 
 @dataclasses.dataclass(slots=True)
@@ -33,6 +42,27 @@ class Outcome:
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     retry_after: float | None = None
     connection_level: bool = False
+
+    @classmethod
+    def of_status(cls, status: int, body: bytes, headers: Mapping[str, str]) -> Outcome:
+        """The outcome of an upstream HTTP error response."""
+        code = error_code(body)
+        detail = f"{status}" + (f" ({code})" if code else "")
+        return cls(classify_status(status, body), status, detail, body[:MAX_ERROR_BODY], dict(headers),
+                   retry_after(headers))
+
+    @classmethod
+    def of_exception(cls, exc: BaseException, *, timeout: str = "timeout", whole_provider: bool = True) -> Outcome | None:
+        """The outcome of a transport failure (None: not one; the caller re-raises).
+
+        ``timeout`` names what a timeout means at that point; ``whole_provider`` says
+        whether a connection-level failure counts against the provider as a whole.
+        """
+        failure = classify_exception(exc)
+        if failure is None:
+            return None
+        what = timeout if isinstance(exc, TimeoutError) else describe_exception(exc)
+        return cls(failure, None, what, connection_level=whole_provider and connection_level(exc))
 
 
 class RetryBudget:

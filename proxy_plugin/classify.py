@@ -79,6 +79,13 @@ def classify_exception(exc: BaseException) -> Failure | None:
     return None
 
 
+def connection_level(exc: BaseException) -> bool:
+    """Failures that say the provider as a whole is unreachable (not one model)."""
+    return isinstance(
+        exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError, aiohttp.ClientOSError)
+    )
+
+
 def describe_exception(exc: BaseException) -> str:
     """A short, secret-free description of a transport failure."""
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError)):

@@ -17,11 +17,6 @@ import orjson
 from proxy_plugin.attempts import Attempts, Outcome, RetryBudget
 from proxy_plugin.classify import (
     Failure,
-    classify_exception,
-    classify_status,
-    describe_exception,
-    error_code,
-    retry_after,
 )
 from proxy_plugin.config import ProxyConfig
 from proxy_plugin.errors import ProxyError
@@ -29,8 +24,6 @@ from proxy_plugin.provider import Provider
 from proxy_plugin.routing import make_strategy
 
 logger = logging.getLogger(__name__)
-
-MAX_ERROR_BODY = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,7 +47,6 @@ class Pool:
         for provider in self.providers:  # resolved once per configuration, not per request
             provider.timeouts = config.timeouts_for(provider.config)
             provider.client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=provider.timeouts.connect)
-        self.by_name = {p.name: p for p in self.providers}
         self.strategy = make_strategy(config.routing.strategy)
         # fallbacks get their own instance: a stateful strategy (round_robin) must not
         # advance its primary rotation when it orders the fallbacks
@@ -65,8 +57,6 @@ class Pool:
         self.in_flight = 0
         self.rejected = 0
         self.requests = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     # -- admission -----------------------------------------------------------------
 
@@ -91,19 +81,12 @@ class Pool:
             await queue.acquire()
         self.in_flight += 1
         self.requests += 1
-        self._idle.clear()
         self.budget.request()
         try:
             yield
         finally:
             queue.release()
             self.in_flight -= 1
-            if not self.in_flight:
-                self._idle.set()
-
-    async def drained(self) -> None:
-        """Wait until no request is in flight (used before closing a replaced pool)."""
-        await self._idle.wait()
 
     # -- planning ------------------------------------------------------------------
 
@@ -169,20 +152,17 @@ class Pool:
                     body = await resp.read()
                     status = resp.status
                     headers = resp.headers
-        except Exception as exc:  # classified below, re-raised when not ours
-            failure = classify_exception(exc)
-            if failure is None:
+        except Exception as exc:  # classified, re-raised when not a transport failure
+            outcome = Outcome.of_exception(exc)
+            if outcome is None:
                 raise
-            return Outcome(failure, None, describe_exception(exc), connection_level=_connection_level(exc)), None
+            return outcome, None
         if status == 200:
             if _is_completion(body):
                 provider.record_success(mapped, time.monotonic() - started)
                 return None, RawResponse(200, body, {"Content-Type": "application/json"})
             return Outcome(Failure.BAD_RESPONSE, 200, "200 with a body that is not a JSON completion"), None
-        failure = classify_status(status, body)
-        code = error_code(body)
-        detail = f"{status}" + (f" ({code})" if code else "")
-        return Outcome(failure, status, detail, body[:MAX_ERROR_BODY], dict(headers), retry_after(headers)), None
+        return Outcome.of_status(status, body, headers), None
 
 
 def _is_completion(body: bytes) -> bool:
@@ -192,8 +172,3 @@ def _is_completion(body: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return isinstance(data, dict) and isinstance(data.get("choices"), list)
-
-
-def _connection_level(exc: BaseException) -> bool:
-    """Failures that say the provider as a whole is unreachable (not one model)."""
-    return isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError, aiohttp.ClientOSError))

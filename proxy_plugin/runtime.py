@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -36,7 +35,6 @@ class ProxyRuntime:
         self.pool: Pool | None = None
         self.reloads = 0
         self._health = HealthChecker(lambda: self.current)
-        self._retired: set[asyncio.Task[None]] = set()
 
     @property
     def current(self) -> Pool:
@@ -56,29 +54,26 @@ class ProxyRuntime:
                     ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)
 
     async def reload(self) -> dict[str, Any]:
-        """Load the file again; on success swap in a new pool (in-flight requests finish on the old one).
+        """Load the file again; on success swap in a new pool.
+
+        Requests in flight keep the old pool until they finish; both share the one
+        connection pool, which stays open.
 
         An invalid file raises ConfigError and the current configuration keeps serving.
         """
         config = load_config(self.path, self.environ)
         assert self.session is not None
-        old, self.config = self.pool, config
+        self.config = config
         self.pool = Pool(config, self.session)
         self.reloads += 1
         _apply_log_level(config.monitoring.log_level)
         self._health.poke()
-        if old is not None:
-            task = asyncio.create_task(old.drained())
-            self._retired.add(task)
-            task.add_done_callback(self._retired.discard)
         logger.info("proxy configuration reloaded from %s: %d providers", self.path, len(config.providers))
         return {"reloaded": True, "providers": [p.name for p in config.providers], "reloads": self.reloads}
 
     async def close(self) -> None:
         """Stop health checks and close every upstream connection."""
         await self._health.stop()
-        for task in list(self._retired):
-            task.cancel()
         if self.session is not None:
             await self.session.close()
             self.session = None

@@ -13,17 +13,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from proxy_plugin.attempts import Attempts, Outcome
+from proxy_plugin.attempts import MAX_ERROR_BODY, Attempts, Outcome
 from proxy_plugin.classify import (
     Failure,
-    classify_exception,
-    classify_status,
-    describe_exception,
-    error_code,
-    retry_after,
 )
 from proxy_plugin.errors import ProxyError
-from proxy_plugin.pool import MAX_ERROR_BODY, Pool, _connection_level
+from proxy_plugin.pool import Pool
 from proxy_plugin.provider import Provider
 from proxy_plugin.sse import DONE_EVENT, DONE_PAYLOAD, data_events, event
 
@@ -220,10 +215,7 @@ async def _attempt(
                 )
                 if resp.status != 200:
                     body = await resp.content.read(MAX_ERROR_BODY)
-                    code = error_code(body)
-                    raise _Failed(Outcome(classify_status(resp.status, body), resp.status,
-                                          f"{resp.status}" + (f" ({code})" if code else ""), body,
-                                          dict(resp.headers), retry_after(resp.headers)))
+                    raise _Failed(Outcome.of_status(resp.status, body, resp.headers))
                 events = data_events(resp.content)
                 first = None
                 async for data in events:
@@ -235,14 +227,13 @@ async def _attempt(
         except StreamBroken as exc:
             raise _Failed(Outcome(exc.failure, None, exc.detail)) from None
         except Exception as exc:  # transport failures are classified, others re-raised
-            failure = classify_exception(exc)
-            if failure is None:
+            outcome = Outcome.of_exception(exc, timeout="no first token in time")
+            if outcome is None:
                 raise
             left = run.remaining()
             if isinstance(exc, TimeoutError) and left is not None and left <= 0.005:
-                raise _Failed(Outcome(None, None, "request deadline reached before the first token")) from None
-            what = "no first token in time" if isinstance(exc, TimeoutError) else describe_exception(exc)
-            raise _Failed(Outcome(failure, None, what, connection_level=_connection_level(exc))) from None
+                outcome = Outcome(None, None, "request deadline reached before the first token")
+            raise _Failed(outcome) from None
         if first is None:
             raise _Failed(Outcome(Failure.TRANSIENT, None, "stream ended before any event"))
         relay.sent = True
@@ -263,14 +254,13 @@ async def _attempt(
         except Diverged:
             raise
         except Exception as exc:  # transport failures are classified, others re-raised
-            failure = classify_exception(exc)
-            if failure is None:
+            outcome = Outcome.of_exception(exc, timeout="stream stalled (idle timeout)", whole_provider=False)
+            if outcome is None:
                 raise
             if isinstance(exc, TimeoutError) and _deadline_passed(attempt_deadline):
                 # the request's own time ran out on a stream that was still flowing: not the provider's fault
-                raise _Failed(Outcome(None, None, "request deadline reached mid-stream")) from None
-            what = "stream stalled (idle timeout)" if isinstance(exc, TimeoutError) else describe_exception(exc)
-            raise _Failed(Outcome(failure, None, what)) from None
+                outcome = Outcome(None, None, "request deadline reached mid-stream")
+            raise _Failed(outcome) from None
         if not relay.done:
             if not relay.finished:
                 raise _Failed(Outcome(Failure.TRANSIENT, None, "stream cut before the answer finished"))
