@@ -47,6 +47,7 @@ import yaml
 from bench import load
 from bench.procs import Process, core_busy, free_port, plan_cores, wait_http
 from bench.report import write_report
+from hulumanage.loop import install_uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -437,15 +438,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="record a py-spy flame graph of the proxy")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser.parse_args(argv)
-
-
-def install_uvloop() -> None:
-    """The load generator runs on uvloop when it is installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from hulumanage.loop import install_uvloop
+
 MODEL = "bench-model"
 ANSWER = "Hello! This is a short answer from the benchmark upstream."
 CREATED = 1_700_000_000
@@ -117,16 +119,6 @@ async def serve(ports: Sequence[int], chunks: int, gap_ms: float) -> None:
     print("READY " + orjson.dumps({"ports": bound}).decode(), flush=True)
     await stop.wait()
     await runner.cleanup()
-
-
-def install_uvloop() -> bool:
-    """Use uvloop when it is installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

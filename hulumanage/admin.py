@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import inspect
 import ipaddress
 import logging
 import os
@@ -12,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from hulumanage.keys import PLUGIN_MANAGER
+from hulumanage.plugins import settle
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,7 @@ def _allowed(request: web.Request) -> bool:
 
 async def reload_plugins(app: web.Application) -> list[object]:
     """Run every plugin's ``reload`` hook, awaiting what needs awaiting."""
-    results = []
-    for result in app[PLUGIN_MANAGER].hook.reload(app=app):
-        results.append(await result if inspect.isawaitable(result) else result)
-    return results
+    return await settle(app[PLUGIN_MANAGER].hook.reload(app=app))
 
 
 def _json(status: int, body: object) -> web.Response:

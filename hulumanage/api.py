@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
@@ -13,6 +12,7 @@ from hulumanage.call import Call
 from hulumanage.compose import layer_client
 from hulumanage.errors import ApiError, error_payload
 from hulumanage.keys import APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.plugins import settle
 from hulumanage.results import completion_body, is_stream, sse_stream
 from hulumanage.validate import validate_request
 
@@ -140,17 +140,10 @@ async def _stream(request: web.Request, first: Any, iterator: Any) -> web.Stream
     return response
 
 
-async def _gather(results: list[Any]) -> list[Any]:
-    out = []
-    for result in results:
-        out.append(await result if inspect.isawaitable(result) else result)
-    return out
-
-
 async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: the models every plugin reports, deduplicated."""
     seen: dict[str, dict[str, Any]] = {}
-    for models in await _gather(request.app[PLUGIN_MANAGER].hook.list_models(app=request.app)):
+    for models in await settle(request.app[PLUGIN_MANAGER].hook.list_models(app=request.app)):
         for model in models or ():
             seen.setdefault(model["id"], model)
     return web.json_response({"object": "list", "data": list(seen.values())}, dumps=lambda o: orjson.dumps(o).decode())
@@ -159,7 +152,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """``GET /health``: the host, its approaches, and whatever plugins report."""
     body: dict[str, Any] = {"status": "ok", "approaches": sorted(request.app[APPROACHES]), "default_approach": request.app[OPTIONS].approach}
-    for part in await _gather(request.app[PLUGIN_MANAGER].hook.health(app=request.app)):
+    for part in await settle(request.app[PLUGIN_MANAGER].hook.health(app=request.app)):
         if part:
             body.update(part)
     return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())

@@ -67,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_demo(options, pm))
         except KeyboardInterrupt:
             return 130
-    from hulumanage.server import install_uvloop, serve
+    from hulumanage.loop import install_uvloop
+    from hulumanage.server import serve
 
     install_uvloop()
     try:

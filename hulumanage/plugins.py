@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 from collections.abc import Mapping
@@ -74,3 +75,8 @@ def collect_approaches(pm: pluggy.PluginManager) -> dict[str, Any]:
 
         impl.function(register=register)
     return approaches
+
+
+async def settle(results: list[Any]) -> list[Any]:
+    """Hook results with awaitables awaited (a hook may return a value or an awaitable)."""
+    return [await r if inspect.isawaitable(r) else r for r in results]

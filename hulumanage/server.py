@@ -17,19 +17,6 @@ from hulumanage.app import make_app
 
 logger = logging.getLogger("hulumanage")
 
-GRACE_SECONDS = 30.0
-
-
-def install_uvloop() -> bool:
-    """Use uvloop's event loop policy when it is installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
-
-
 async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
     """Start the server, wait for a stop signal, shut down gracefully."""
     app = make_app(options, pm)

@@ -9,6 +9,25 @@ from hulumanage.errors import ApiError
 _NUMBER = (int, float)
 
 
+# Optional request fields and the JSON types they must have (null is always allowed).
+FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "stream": ((bool,), "a boolean"),
+    "n": ((int,), "an integer"),
+    "max_tokens": ((int,), "an integer"),
+    "max_completion_tokens": ((int,), "an integer"),
+    "temperature": (_NUMBER, "a number"),
+    "top_p": (_NUMBER, "a number"),
+    "presence_penalty": (_NUMBER, "a number"),
+    "frequency_penalty": (_NUMBER, "a number"),
+    "seed": ((int,), "an integer"),
+    "stop": ((str, list), "a string or an array of strings"),
+    "tools": ((list,), "an array"),
+    "stream_options": ((dict,), "an object"),
+    "response_format": ((dict,), "an object"),
+    "user": ((str,), "a string"),
+}
+
+
 def _fail(param: str, message: str) -> ApiError:
     err = ApiError(400, message, code="invalid_request")
     err.param = param  # type: ignore[attr-defined]
@@ -30,23 +49,7 @@ def validate_request(data: Any) -> None:
             raise _fail(f"messages[{i}]", f"messages[{i}] must be an object, got {type(message).__name__}")
         if not isinstance(message.get("role"), str):
             raise _fail(f"messages[{i}].role", f"messages[{i}].role is required and must be a string")
-    checks: dict[str, tuple[tuple[type, ...], str]] = {
-        "stream": ((bool,), "a boolean"),
-        "n": ((int,), "an integer"),
-        "max_tokens": ((int,), "an integer"),
-        "max_completion_tokens": ((int,), "an integer"),
-        "temperature": (_NUMBER, "a number"),
-        "top_p": (_NUMBER, "a number"),
-        "presence_penalty": (_NUMBER, "a number"),
-        "frequency_penalty": (_NUMBER, "a number"),
-        "seed": ((int,), "an integer"),
-        "stop": ((str, list), "a string or an array of strings"),
-        "tools": ((list,), "an array"),
-        "stream_options": ((dict,), "an object"),
-        "response_format": ((dict,), "an object"),
-        "user": ((str,), "a string"),
-    }
-    for name, (types, label) in checks.items():
+    for name, (types, label) in FIELD_TYPES.items():
         if name in data and data[name] is not None:
             value = data[name]
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
