@@ -90,7 +90,7 @@ def test_example_file_loads() -> None:
     )
     assert together.api_key == "tg-key"
     assert together.model_map["llama-3.1-70b"] == "meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo"
-    assert (local.fallback_only, local.api_key, local.base_url) == (True, None, "http://127.0.0.1:8000/v1")
+    assert (local.fallback_only, local.api_key, local.base_url) == (True, None, "http://127.0.0.1:11434/v1")
     assert not openai.fallback_only and not together.fallback_only
     assert config.timeouts_for(local).connect == 1.0
     assert config.routing.strategy == "weighted"
