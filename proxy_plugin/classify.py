@@ -25,6 +25,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from proxy_plugin.upstream import UpstreamError
+
 
 class Failure(enum.Enum):
     """What a failed attempt means for the request and for the provider."""
@@ -74,13 +76,15 @@ def classify_status(status: int, body: bytes) -> Failure:
 
 def classify_exception(exc: BaseException) -> Failure | None:
     """Classify an exception raised while talking to a provider (None: not ours to handle)."""
-    if isinstance(exc, (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError, ConnectionError)):
+    if isinstance(exc, (UpstreamError, aiohttp.ClientError, TimeoutError, asyncio.TimeoutError, ConnectionError)):
         return Failure.TRANSIENT
     return None
 
 
 def connection_level(exc: BaseException) -> bool:
     """Failures that say the provider as a whole is unreachable (not one model)."""
+    if isinstance(exc, UpstreamError):
+        return exc.connection_level
     return isinstance(
         exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError, aiohttp.ClientOSError)
     )
@@ -88,6 +92,8 @@ def connection_level(exc: BaseException) -> bool:
 
 def describe_exception(exc: BaseException) -> str:
     """A short, secret-free description of a transport failure."""
+    if isinstance(exc, UpstreamError):
+        return exc.what
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return "timeout"
     if isinstance(exc, aiohttp.ClientConnectorError):

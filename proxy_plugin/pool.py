@@ -22,6 +22,7 @@ from proxy_plugin.config import ProxyConfig
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
 from proxy_plugin.routing import make_strategy
+from proxy_plugin.upstream import Connection, UpstreamClient
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +39,19 @@ class RawResponse:
 class Pool:
     """Everything one configuration needs at run time: providers, strategy, queue, session."""
 
-    def __init__(self, config: ProxyConfig, session: aiohttp.ClientSession, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, config: ProxyConfig, session: aiohttp.ClientSession, client: UpstreamClient,
+        rng: random.Random | None = None,
+    ) -> None:
         self.config = config
-        self.session = session
+        self.session = session  # health checks and other calls off the hot path
+        self.client = client    # chat completions
         self.providers = [
             Provider(p, config.circuit_breaker, i, config.monitoring) for i, p in enumerate(config.providers)
         ]
         for provider in self.providers:  # resolved once per configuration, not per request
             provider.timeouts = config.timeouts_for(provider.config)
-            provider.client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=provider.timeouts.connect)
+            provider.endpoint = client.endpoint(provider.chat_url, provider.headers)
         self.strategy = make_strategy(config.routing.strategy)
         # fallbacks get their own instance: a stateful strategy (round_robin) must not
         # advance its primary rotation when it orders the fallbacks
@@ -143,20 +148,21 @@ class Pool:
         if left is not None:
             limit = min(limit, left)
         started = time.monotonic()
+        conn: Connection | None = None
         try:
             async with asyncio.timeout(limit):
-                async with self.session.post(
-                    provider.chat_url, data=payload, headers=provider.headers,
-                    timeout=provider.client_timeout,
-                ) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    headers = resp.headers
+                conn = await self.client.send(provider.endpoint, payload, timeouts.connect)
+                body = await conn.read()
+            status = conn.status
+            headers = conn.headers
         except Exception as exc:  # classified, re-raised when not a transport failure
             outcome = Outcome.of_exception(exc)
             if outcome is None:
                 raise
             return outcome, None
+        finally:
+            if conn is not None:
+                self.client.release(conn)
         if status == 200:
             if _is_completion(body):
                 provider.record_success(mapped, time.monotonic() - started)

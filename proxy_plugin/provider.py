@@ -33,7 +33,7 @@ class Provider:
         self.check_failures = 0
         self.models: tuple[str, ...] = ()
         self.timeouts: TimeoutConfig | None = None  # set by the pool: the global timeouts with this provider's overrides
-        self.client_timeout: Any = None
+        self.endpoint: Any = None  # set by the pool: the upstream client's endpoint for chat completions
         self.check_passes = 0
         self.in_flight = 0
         self.requests = 0

@@ -13,6 +13,7 @@ import aiohttp
 from proxy_plugin.config import ProxyConfig, load_config
 from proxy_plugin.health import HealthChecker
 from proxy_plugin.pool import Pool
+from proxy_plugin.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class ProxyRuntime:
         self.environ = os.environ if environ is None else environ
         self.config: ProxyConfig = load_config(path, self.environ)
         self.session: aiohttp.ClientSession | None = None
+        self.client: UpstreamClient | None = None
         self.pool: Pool | None = None
         self.reloads = 0
         self._health = HealthChecker(lambda: self.current)
@@ -48,7 +50,8 @@ class ProxyRuntime:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar(),
                                              auto_decompress=True)
-        self.pool = Pool(self.config, self.session)
+        self.client = UpstreamClient()
+        self.pool = Pool(self.config, self.session, self.client)
         self._health.start()
         logger.info("proxy ready: %d providers (%s), strategy %s, config %s", len(self.config.providers),
                     ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)
@@ -64,7 +67,8 @@ class ProxyRuntime:
         config = load_config(self.path, self.environ)
         assert self.session is not None
         self.config = config
-        self.pool = Pool(config, self.session)
+        assert self.client is not None
+        self.pool = Pool(config, self.session, self.client)
         self.reloads += 1
         _apply_log_level(config.monitoring.log_level)
         self._health.poke()
@@ -77,6 +81,9 @@ class ProxyRuntime:
         if self.session is not None:
             await self.session.close()
             self.session = None
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able, secret-free status for ``/health``."""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import aiohttp
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 DONE_PAYLOAD = b"[DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
 
 
-async def data_events(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+class Readable(Protocol):
+    """Anything with ``readany()``: the bytes that arrived since the last call, ``b""`` at the end."""
+
+    readany: Callable[[], Awaitable[bytes]]
+
+
+async def data_events(content: Readable) -> AsyncIterator[bytes]:
     """Yield the payload of each SSE ``data:`` event (multi-line data joined by ``\\n``).
 
     Reads whatever the network delivered (one await per read, not per line) and yields

@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from proxy_plugin.attempts import MAX_ERROR_BODY, Attempts, Outcome
@@ -20,6 +19,7 @@ from proxy_plugin.classify import (
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.pool import Pool
 from proxy_plugin.provider import Provider
+from proxy_plugin.upstream import Connection
 from proxy_plugin.sse import DONE_EVENT, DONE_PAYLOAD, data_events, event
 
 logger = logging.getLogger(__name__)
@@ -205,18 +205,15 @@ async def _attempt(
     if left is not None:
         attempt_deadline = min(attempt_deadline, started + left)
     first_limit = min(timeouts.first_token or timeouts.request, attempt_deadline - started)
-    resp: aiohttp.ClientResponse | None = None
+    conn: Connection | None = None
     try:
         try:
             async with asyncio.timeout(first_limit):
-                resp = await pool.session.post(
-                    provider.chat_url, data=payload, headers=provider.headers,
-                    timeout=provider.client_timeout,
-                )
-                if resp.status != 200:
-                    body = await resp.content.read(MAX_ERROR_BODY)
-                    raise _Failed(Outcome.of_status(resp.status, body, resp.headers))
-                events = data_events(resp.content)
+                conn = await pool.client.send(provider.endpoint, payload, timeouts.connect)
+                if conn.status != 200:
+                    body = await conn.read(MAX_ERROR_BODY)
+                    raise _Failed(Outcome.of_status(conn.status, body, conn.headers))
+                events = data_events(conn)
                 first = None
                 async for data in events:
                     first = relay.accept(data, prefilled)
@@ -268,5 +265,5 @@ async def _attempt(
             yield DONE_EVENT
         provider.record_success(mapped, time.monotonic() - started)
     finally:
-        if resp is not None:
-            resp.release() if relay.done else resp.close()
+        if conn is not None:
+            pool.client.release_streamed(conn) if relay.done else conn.close()

@@ -1,0 +1,379 @@
+"""The proxy's own HTTP/1.1 client to providers (``proxy_plugin/upstream.py``), end to end.
+
+Every test sends requests through the real host with the official SDK to an upstream
+scripted at the HTTP level: a small aiohttp app where aiohttp can say it (keep-alive,
+``Connection: close``, gzip, TLS, large bodies), a raw asyncio server where the bytes
+themselves are the fault (no length, a cut body, not HTTP at all). Each checks what a
+user sees: the answer, the error, how many connections the upstream saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import ssl
+import subprocess
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import orjson
+import pytest
+from aiohttp import web
+from conftest import USER, entry, health
+from harness import eventually
+
+FAILOVER = {"strategy": "failover", "health_check": {"enabled": False}}
+NO_RETRY = {"attempts_per_provider": 1}
+ANSWER = "one two three"
+
+
+def completion(content: str = ANSWER) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": "gpt-4",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+    }
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    body = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def stream_events(words: list[str]) -> list[bytes]:
+    events = [chunk({"role": "assistant", "content": words[0]})]
+    events += [chunk({"content": w}) for w in words[1:]]
+    return [*events, chunk({}, "stop"), b"data: [DONE]\n\n"]
+
+
+class Upstream:
+    """An aiohttp upstream whose chat handler is the test's; it records every request's connection."""
+
+    def __init__(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+        self.handler = handler
+        self.peers: list[tuple[str, int]] = []
+        self.transports: list[asyncio.BaseTransport] = []
+        self.headers: list[dict[str, str]] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        self.peers.append(request.transport.get_extra_info("peername"))
+        self.transports.append(request.transport)
+        self.headers.append(dict(request.headers))
+        await request.read()
+        return await self.handler(request)
+
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> Upstream:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        return self
+
+    def url(self, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}/v1"
+
+    @property
+    def connections(self) -> int:
+        return len(set(self.peers))
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Callable[..., Awaitable[Upstream]]]:
+    started: list[Upstream] = []
+
+    async def start(handler: Callable[[web.Request], Awaitable[web.StreamResponse]], **kwargs: Any) -> Upstream:
+        server = await Upstream(handler).start(**kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.close()
+
+
+async def answer_json(request: web.Request) -> web.StreamResponse:
+    return web.json_response(completion())
+
+
+async def answer_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for event in stream_events(spaced(ANSWER)):
+        await response.write(event)
+    await response.write_eof()
+    return response
+
+
+async def answer(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    return await (answer_stream if body.get("stream") else answer_json)(request)
+
+
+async def ask(client: openai.AsyncOpenAI, stream: bool) -> str:
+    """The answer's text, streamed or not."""
+    if not stream:
+        reply = await client.chat.completions.create(model="gpt-4", messages=USER)
+        return reply.choices[0].message.content or ""
+    parts = []
+    async for part in await client.chat.completions.create(model="gpt-4", messages=USER, stream=True):
+        if part.choices and part.choices[0].delta.content:
+            parts.append(part.choices[0].delta.content)
+    return "".join(parts)
+
+
+def spaced(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w + " " for w in words[:-1]] + [words[-1]]
+
+
+# -- connections -----------------------------------------------------------------------
+
+
+async def test_sequential_requests_share_one_upstream_connection(upstream, proxy) -> None:
+    server = await upstream(answer)
+    host = await proxy([{"name": "a", "base_url": server.url()}], routing=FAILOVER)
+    async with host.client() as client:
+        for stream in (False, True, False, True, True, False):
+            assert await ask(client, stream) == ANSWER
+    assert len(server.peers) == 6
+    assert server.connections == 1  # streams included: the connection waits for their last bytes, then serves again
+
+
+async def test_concurrent_requests_open_connections_then_reuse_them(upstream, proxy) -> None:
+    gate = asyncio.Event()
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        await gate.wait()
+        return web.json_response(completion())
+
+    server = await upstream(held)
+    host = await proxy([{"name": "a", "base_url": server.url()}], routing=FAILOVER)
+    async with host.client() as client:
+        burst = [asyncio.create_task(ask(client, False)) for _ in range(4)]
+        await eventually(lambda: len(server.peers) == 4)
+        gate.set()
+        assert await asyncio.gather(*burst) == [ANSWER] * 4
+        for _ in range(8):
+            assert await ask(client, False) == ANSWER
+    assert server.connections == 4  # the four opened for the burst serve everything after it
+
+
+async def test_an_upstream_that_closes_every_connection_is_served_on_fresh_ones(upstream, proxy) -> None:
+    async def close_after(request: web.Request) -> web.StreamResponse:
+        response = web.json_response(completion())
+        response.force_close()  # "Connection: close", then the server closes
+        return response
+
+    server = await upstream(close_after)
+    host = await proxy([{"name": "a", "base_url": server.url()}], routing=FAILOVER, retries=NO_RETRY)
+    async with host.client() as client:
+        for _ in range(5):
+            assert await ask(client, False) == ANSWER
+    assert server.connections == 5
+
+
+async def test_stopping_the_host_closes_its_upstream_connections(upstream, proxy, tmp_path) -> None:
+    from harness import run_host, write_config
+
+    server = await upstream(answer)
+    path = write_config(tmp_path / "own.yaml", [{"name": "a", "base_url": server.url()}], routing=FAILOVER)
+    async with run_host("--approach", "proxy", "--proxy-config", str(path)) as host, host.client() as client:
+        assert await ask(client, False) == ANSWER
+        assert await ask(client, True) == ANSWER
+        assert not any(t.is_closing() for t in server.transports)
+    await eventually(lambda: all(t.is_closing() for t in server.transports), timeout=2)
+
+
+# -- what is sent ----------------------------------------------------------------------
+
+
+async def test_request_carries_host_user_agent_identity_encoding_and_configured_headers(upstream, proxy) -> None:
+    server = await upstream(answer)
+    providers = [
+        {"name": "a", "base_url": server.url(), "api_key": "sk-a", "headers": {"X-Org": "acme"}},
+        {"name": "b", "base_url": server.url(), "headers": {"User-Agent": "custom/1.0"}},
+    ]
+    host = await proxy(providers, routing={"strategy": "round_robin", "health_check": {"enabled": False}})
+    async with host.client() as client:
+        await ask(client, False)
+        await ask(client, False)
+    by_agent = {h["User-Agent"]: h for h in server.headers}
+    assert set(by_agent) == {"hulumanage-proxy", "custom/1.0"}
+    default = by_agent["hulumanage-proxy"]
+    assert default["Host"] == f"127.0.0.1:{server.port}"
+    assert default["Authorization"] == "Bearer sk-a" and default["X-Org"] == "acme"
+    assert default["Accept-Encoding"] == "identity"
+    assert default["Content-Type"] == "application/json"
+    assert int(default["Content-Length"]) > 0
+    assert "Authorization" not in by_agent["custom/1.0"]
+
+
+# -- what comes back -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_gzip_answers_are_decoded(upstream, proxy, stream: bool) -> None:
+    async def gzipped(request: web.Request) -> web.StreamResponse:
+        packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+        headers = {"Content-Encoding": "gzip"}
+        if not stream:
+            body = packer.compress(orjson.dumps(completion())) + packer.flush()
+            return web.Response(body=body, headers={**headers, "Content-Type": "application/json"})
+        response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in stream_events(spaced(ANSWER)):
+            await response.write(packer.compress(event) + packer.flush(zlib.Z_SYNC_FLUSH))
+        await response.write(packer.flush())
+        await response.write_eof()
+        return response
+
+    server = await upstream(gzipped)
+    host = await proxy([{"name": "a", "base_url": server.url()}], routing=FAILOVER)
+    async with host.client() as client:
+        assert await ask(client, stream) == ANSWER
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_large_answers_are_relayed_whole(upstream, proxy, stream: bool) -> None:
+    big = "x" * 3_000_000  # well past the point where the client pauses reading the socket
+    pieces = [f"{i:04d}" + "y" * 65_000 for i in range(40)]
+
+    async def large(request: web.Request) -> web.StreamResponse:
+        if not stream:
+            return web.json_response(completion(big))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in stream_events(pieces):
+            await response.write(event)
+        await response.write_eof()
+        return response
+
+    server = await upstream(large)
+    host = await proxy([{"name": "a", "base_url": server.url()}], routing=FAILOVER)
+    async with host.client() as client:
+        assert await ask(client, stream) == ("".join(pieces) if stream else big)
+        assert await ask(client, stream) == ("".join(pieces) if stream else big)
+    assert server.connections == 1
+
+
+# -- raw bytes -------------------------------------------------------------------------
+
+
+class RawUpstream:
+    """A TCP server that reads one request and answers with the test's exact bytes."""
+
+    def __init__(self, reply: bytes, close: bool = True) -> None:
+        self.reply = reply
+        self.close_after = close
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            self.requests += 1
+            writer.write(self.reply)
+            await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_an_answer_delimited_by_the_connection_closing_is_read_whole(proxy) -> None:
+    body = orjson.dumps(completion())
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + body
+    async with RawUpstream(reply) as url:
+        host = await proxy([{"name": "a", "base_url": url}], routing=FAILOVER)
+        async with host.client() as client:
+            assert await ask(client, False) == ANSWER
+            assert await ask(client, False) == ANSWER
+
+
+@pytest.mark.parametrize(("reply", "what"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"choices\": [", "response cut short"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "malformed HTTP response"),
+    (b"", "server disconnected"),
+    (b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\nabcd", "unsupported content-encoding 'br'"),
+], ids=["cut", "not-http", "closed", "brotli"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_broken_http_answer_fails_over_and_is_named(fakes, proxy, http, reply: bytes, what: str, stream: bool) -> None:
+    (b,) = await fakes("b", answer=ANSWER)
+    async with RawUpstream(reply) as url:
+        host = await proxy([{"name": "a", "base_url": url}, entry(b)], routing=FAILOVER, retries=NO_RETRY)
+        async with host.client() as client:
+            assert await ask(client, stream) == ANSWER
+        view = (await health(http, host))["proxy"]["providers"]["a"]
+        assert view["failures"] == 1
+        assert view["last_error"].startswith(what)
+
+
+# -- TLS -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (made with the openssl command line)."""
+    openssl = shutil.which("openssl")
+    assert openssl, "these tests need the openssl command (apt-get install openssl)"
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_https_providers_are_served_over_verified_tls(upstream, proxy, certificate, monkeypatch, stream: bool) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # the trust store: this certificate only
+    server = await upstream(answer, ssl_context=server_tls(certificate))
+    host = await proxy([{"name": "a", "base_url": server.url("https")}], routing=FAILOVER)
+    async with host.client() as client:
+        for _ in range(3):
+            assert await ask(client, stream) == ANSWER
+    assert server.connections == 1
+
+
+async def test_an_untrusted_certificate_is_refused_and_named(upstream, proxy, http, certificate) -> None:
+    server = await upstream(answer, ssl_context=server_tls(certificate))
+    host = await proxy([{"name": "a", "base_url": server.url("https")}], routing=FAILOVER, retries=NO_RETRY)
+    async with host.client() as client:
+        with pytest.raises(openai.APIStatusError) as raised:
+            await ask(client, False)
+    assert raised.value.status_code == 502
+    assert "TLS certificate not trusted" in raised.value.message
+    view = (await health(http, host))["proxy"]["providers"]["a"]
+    assert view["last_error"].startswith("TLS certificate not trusted")
+    assert server.peers == []  # no request ever reached it
+
