@@ -124,18 +124,20 @@ class Pool:
         model = body["model"]
         async with self.admission():
             run = self.attempts(model)
-            async for provider, mapped in run.candidates():
-                payload = orjson.dumps(body if mapped == model else {**body, "model": mapped})
-                for attempt in range(self.config.retries.attempts_per_provider):
-                    outcome, response = await self._post_once(provider, mapped, payload, run)
-                    if response is not None:
-                        return response
-                    assert outcome is not None
-                    if outcome.failure is Failure.CALLER:
-                        return RawResponse(outcome.status or 400, outcome.body, {"Content-Type": "application/json"})
-                    run.record(provider, mapped, outcome)
-                    if not await run.retry_same(outcome, attempt, provider, mapped):
-                        break
+            # closed here, not by the garbage collector: the provider's slot is back before the answer leaves
+            async with contextlib.aclosing(run.candidates()) as candidates:
+                async for provider, mapped in candidates:
+                    payload = orjson.dumps(body if mapped == model else {**body, "model": mapped})
+                    for attempt in range(self.config.retries.attempts_per_provider):
+                        outcome, response = await self._post_once(provider, mapped, payload, run)
+                        if response is not None:
+                            return response
+                        assert outcome is not None
+                        if outcome.failure is Failure.CALLER:
+                            return RawResponse(outcome.status or 400, outcome.body, {"Content-Type": "application/json"})
+                        run.record(provider, mapped, outcome)
+                        if not await run.retry_same(outcome, attempt, provider, mapped):
+                            break
             raise run.exhausted()
 
     async def _post_once(

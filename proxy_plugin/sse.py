@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
 
 DONE_PAYLOAD = b"[DONE]"
@@ -15,7 +15,7 @@ class Readable(Protocol):
     readany: Callable[[], Awaitable[bytes]]
 
 
-async def data_events(content: Readable) -> AsyncIterator[bytes]:
+async def data_events(content: Readable) -> AsyncGenerator[bytes, None]:
     """Yield the payload of each SSE ``data:`` event (multi-line data joined by ``\\n``).
 
     Reads whatever the network delivered (one await per read, not per line) and yields

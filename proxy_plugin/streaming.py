@@ -5,9 +5,10 @@ and continue a broken stream on another provider after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -132,37 +133,38 @@ async def stream(pool: Pool, body: dict[str, Any]) -> AsyncIterator[bytes]:
     async with pool.admission():
         run = pool.attempts(model)
         relay = Relay(body)
-        async for provider, mapped in run.candidates():
-            prefill = provider.config.supports_prefill
-            for attempt in range(pool.config.retries.attempts_per_provider):
-                if relay.sent and not relay.continuable:
-                    break
-                payload = relay.request_for(provider, mapped, prefill and relay.sent)
-                prefilled = prefill and relay.sent and bool(relay.text)
-                try:
-                    async for part in _attempt(pool, provider, mapped, payload, run, relay, prefilled):
-                        yield part
-                except _Failed as failed:
-                    outcome = failed.outcome
-                    if outcome.failure is Failure.CALLER:
-                        if not relay.sent:
-                            raise ProxyError(outcome.status or 400, f"the provider rejected the request ({outcome.detail})",
-                                             "invalid_request_error", body=_json(outcome.body)) from None
-                        if prefilled:
-                            prefill = False  # the provider rejected the prefill: restart there instead
-                            logger.info("provider %s rejected a prefill continuation; restarting instead", provider.name)
-                            continue
+        async with contextlib.aclosing(run.candidates()) as candidates:
+            async for provider, mapped in candidates:
+                prefill = provider.config.supports_prefill
+                for attempt in range(pool.config.retries.attempts_per_provider):
+                    if relay.sent and not relay.continuable:
                         break
-                    run.record(provider, mapped, outcome)
-                    if relay.sent and relay.broken is None:
-                        relay.broken = outcome.detail
-                    if not await run.retry_same(outcome, attempt, provider, mapped):
-                        break
-                    continue
-                except Diverged as exc:
-                    raise ProxyError(502, f"the stream from the upstream broke ({relay.broken}) and could not be "
-                                          f"continued: {exc}", "upstream_error", "stream_interrupted") from None
-                return
+                    payload = relay.request_for(provider, mapped, prefill and relay.sent)
+                    prefilled = prefill and relay.sent and bool(relay.text)
+                    try:
+                        async for part in _attempt(pool, provider, mapped, payload, run, relay, prefilled):
+                            yield part
+                    except _Failed as failed:
+                        outcome = failed.outcome
+                        if outcome.failure is Failure.CALLER:
+                            if not relay.sent:
+                                raise ProxyError(outcome.status or 400, f"the provider rejected the request ({outcome.detail})",
+                                                 "invalid_request_error", body=_json(outcome.body)) from None
+                            if prefilled:
+                                prefill = False  # the provider rejected the prefill: restart there instead
+                                logger.info("provider %s rejected a prefill continuation; restarting instead", provider.name)
+                                continue
+                            break
+                        run.record(provider, mapped, outcome)
+                        if relay.sent and relay.broken is None:
+                            relay.broken = outcome.detail
+                        if not await run.retry_same(outcome, attempt, provider, mapped):
+                            break
+                        continue
+                    except Diverged as exc:
+                        raise ProxyError(502, f"the stream from the upstream broke ({relay.broken}) and could not be "
+                                              f"continued: {exc}", "upstream_error", "stream_interrupted") from None
+                    return
         if relay.sent:
             if not relay.continuable:
                 why = "this kind of answer (several choices or tool calls) cannot be continued elsewhere"
@@ -206,6 +208,7 @@ async def _attempt(
         attempt_deadline = min(attempt_deadline, started + left)
     first_limit = min(timeouts.first_token or timeouts.request, attempt_deadline - started)
     conn: Connection | None = None
+    events: AsyncGenerator[bytes, None] | None = None
     try:
         try:
             async with asyncio.timeout(first_limit):
@@ -265,5 +268,7 @@ async def _attempt(
             yield DONE_EVENT
         provider.record_success(mapped, time.monotonic() - started)
     finally:
+        if events is not None:
+            await events.aclose()  # here, not later from the garbage collector's finalizer
         if conn is not None:
             pool.client.release_streamed(conn) if relay.done else conn.close()
