@@ -13,7 +13,7 @@ from hulumanage.compose import layer_client
 from hulumanage.errors import ApiError, error_payload
 from hulumanage.keys import APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.plugins import settle
-from hulumanage.results import completion_body, is_stream, sse_stream
+from hulumanage.results import DONE, completion_body, is_stream, sse_stream
 from hulumanage.validate import validate_request
 
 logger = logging.getLogger(__name__)
@@ -128,9 +128,16 @@ async def _stream(request: web.Request, first: Any, iterator: Any) -> web.Stream
     response = web.StreamResponse(status=200, headers=SSE_HEADERS)
     try:
         await response.prepare(request)
+        held = b""  # [DONE] goes out with the end of the body: one write, one packet
         async for part in sse_stream(first, iterator):
-            await response.write(part)
-        await response.write_eof()
+            if held:
+                await response.write(held)
+                held = b""
+            if part == DONE:
+                held = part
+            else:
+                await response.write(part)
+        await response.write_eof(held)
     except (ConnectionResetError, OSError):
         logger.info("client went away during a stream")
     finally:
