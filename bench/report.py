@@ -172,10 +172,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", f"## Streaming ({s['chunks'] + 2} events, {s['gap_ms']:g} ms apart)", ""]
     rows = []
     base = _by(direct["stream"], "concurrency") if direct else {}
+    base_nogap = _by(direct.get("stream_nogap", []), "concurrency") if direct else {}
     for name, target in t.items():
-        for r in target["stream"]:
-            st, b = r["stream"], base.get(r["concurrency"]) if name != "direct" else None
-            rows.append([name, str(r["concurrency"]), fmt(r["rps"]), fmt(st["ttfb_ms"]["p50"]), fmt(st["ttfb_ms"]["p99"]),
+        for r in [*target["stream"], *target.get("stream_nogap", [])]:
+            nogap = r.get("gap_ms") == 0.0
+            st, b = r["stream"], (base_nogap if nogap else base).get(r["concurrency"]) if name != "direct" else None
+            rows.append([name, f"{r['concurrency']}{', no gap' if nogap else ''}", fmt(r["rps"]), fmt(st["ttfb_ms"]["p50"]), fmt(st["ttfb_ms"]["p99"]),
                          fmt(_added(r, b, "p50", "ttfb_ms")), fmt(st["inter_chunk_ms"]["p50"]),
                          fmt(st["inter_chunk_ms"]["p99"]), fmt(_added(r, b, "p50", "inter_chunk_ms")),
                          fmt(_added(r, b, "p99", "inter_chunk_ms")), fmt(st["events_per_stream"], 2),
@@ -185,7 +187,8 @@ def markdown(results: dict[str, Any]) -> str:
                      "inter-chunk p50 ms", "inter-chunk p99 ms", "inter-chunk overhead p50 ms",
                      "inter-chunk overhead p99 ms", "events/stream", "HTTP chunks with > 1 event",
                      "events read together", "bad streams", "gateway CPU µs/stream", "other CPU", "errors"], rows)
-    lines += ["", ("TTFB is the time to the first SSE event. \"HTTP chunks with > 1 event\" counts chunks of the "
+    lines += ["", ("\"no gap\": the same stream with its events back to back (model `bench-model-nogap`). "
+              "TTFB is the time to the first SSE event. \"HTTP chunks with > 1 event\" counts chunks of the "
               "chunked response that carried several events (a relay that coalesces); \"events read together\" counts "
               "events that reached the client in the same read as the one before (also a loaded client's doing).")]
 
