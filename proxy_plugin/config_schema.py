@@ -65,6 +65,17 @@ def _hash_fields(obj: Any) -> int:
     return hash(tuple(_hashable(getattr(obj, f.name)) for f in dataclasses.fields(obj)))
 
 
+def _header_text(value: str) -> str:
+    """Check a value sent in an HTTP header (an API key): one line of Latin-1 text. Never echoes it."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("must not contain line breaks (it is sent in an HTTP header)")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("must be Latin-1 text (it is sent in an HTTP header); check for pasted quotes or spaces") from None
+    return value
+
+
 def _http_url(value: str) -> str:
     """Check an http(s) base URL and strip trailing slashes."""
     bad = ValueError(f"expected an http:// or https:// URL, got {value!r}")
@@ -134,7 +145,7 @@ class ProviderConfig:
 
     name: str = _opt(check=_non_empty)
     base_url: str = _opt(check=_http_url)
-    api_key: str | None = _opt(None, secret=True)
+    api_key: str | None = _opt(None, secret=True, check=_header_text)
     weight: float = _opt(1.0, ge=0)
     fallback_only: bool = _opt(False)
     model_map: Mapping[str, str] = _opt(factory=_empty_map)
@@ -323,6 +334,11 @@ def _string_map(raw: Any, ctx: Context, path: str, secret: bool) -> Mapping[str,
         value, _ = ctx.interpolate(value, sub, secret)
         if secret and ("\r" in value or "\n" in value or "\r" in key or "\n" in key):
             raise ctx.error(sub, "header names and values must not contain line breaks")
+        if secret and not (key + value).isascii():
+            try:
+                (key + value).encode("latin-1")
+            except UnicodeEncodeError:
+                raise ctx.error(sub, "header names and values must be Latin-1 text") from None
         out[key] = value
     return types.MappingProxyType(out)
 

@@ -368,12 +368,23 @@ def test_repr_has_no_secrets() -> None:
         {"api_key": SECRET + "\n"},
         {"headers": {"api-key": 12345678}},
         {"headers": {"api-key": SECRET + "\r\nX-Evil: 1"}},
+        {"api_key": "\u201c" + SECRET + "\u201d"},
+        {"headers": {"api-key": SECRET + "\u20ac"}},
     ],
 )
 def test_errors_never_echo_secrets(provider: dict[str, Any]) -> None:
     e = error(one(**provider))
     assert e.key_path.startswith(("providers[0].api_key", "providers[0].headers"))
     assert "12345678" not in str(e) and "sk-super-secret" not in str(e)
+
+
+def test_a_key_that_cannot_be_sent_in_a_header_is_refused_at_startup() -> None:
+    assert str(error(one(api_key="\u201c" + SECRET + "\u201d"))) == (
+        "cfg.yaml: providers[0].api_key: must be Latin-1 text (it is sent in an HTTP header); "
+        "check for pasted quotes or spaces"
+    )
+    assert str(error(one(headers={"X-Team": "\u20ac"}))).startswith(
+        "cfg.yaml: providers[0].headers['X-Team']: header names and values must be Latin-1 text")
 
 
 def test_api_key_type_error_message() -> None:
