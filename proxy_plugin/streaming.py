@@ -239,11 +239,13 @@ async def _attempt(
         relay.sent = True
         yield first
         idle = timeouts.idle or timeouts.request
+        loop_time = asyncio.get_running_loop().time
+        assert conn is not None
         try:
             while not relay.done:
-                limit = min(idle, attempt_deadline - time.monotonic())
-                async with asyncio.timeout(limit):
-                    data = await anext(events, None)
+                # the connection's own read deadline: a timer only when a read has to wait
+                conn.read_deadline = loop_time() + min(idle, attempt_deadline - time.monotonic())
+                data = await anext(events, None)
                 if data is None:
                     break
                 part = relay.accept(data, prefilled)

@@ -115,6 +115,9 @@ class Connection(asyncio.Protocol):
         self._until_close = False
         self._decoder: zlib._Decompress | None = None  # type: ignore[name-defined]
         self._waiter: asyncio.Future[None] | None = None
+        #: loop time by which a read that has to wait must get data, else TimeoutError (None: no limit);
+        #: a timer is armed only when a read actually waits, so a busy stream costs none
+        self.read_deadline: float | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -230,11 +233,16 @@ class Connection(asyncio.Protocol):
                 waiter.set_result(None)
 
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        deadline = self.read_deadline
+        timer = None if deadline is None else loop.call_at(deadline, _expire, waiter)
         try:
-            await self._waiter
+            await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     async def wait_headers(self) -> None:
         """Until the status line and headers are in (or the exchange failed)."""
@@ -281,6 +289,11 @@ class Connection(asyncio.Protocol):
         self.on_complete = None
         if self.transport is not None:
             self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class UpstreamClient:
