@@ -108,6 +108,7 @@ class Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = True
         self.error: UpstreamError | None = None
+        self.answered = False     # any byte of a response arrived in this exchange
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._body_size = 0
@@ -128,6 +129,7 @@ class Connection(asyncio.Protocol):
         if not self.busy:  # bytes nobody asked for (a 408 before an idle close): not reusable
             self.close()
             return
+        self.answered = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -180,13 +182,16 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        if not self.headers_done:
+        if not self.headers_done or self.error is not None:
             return
         if self._decoder is not None:
-            try:
-                body = self._decoder.decompress(body)
+            try:  # bounded: a small compressed body may not expand past MAX_BODY in memory
+                body = self._decoder.decompress(body, MAX_BODY - self._body_size + 1)
             except zlib.error:
                 self._fail(BadHTTP("the response body does not decompress"))
+                return
+            if self._decoder.unconsumed_tail:
+                self._fail(BadHTTP(f"response body larger than {MAX_BODY // (1024 * 1024)} MB"))
                 return
             if not body:
                 return
@@ -202,8 +207,8 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        if not self.headers_done:
-            return  # the end of an interim response
+        if not self.headers_done or self.error is not None:
+            return  # the end of an interim response, or of one already refused
         if self._decoder is not None:
             rest = self._decoder.flush()
             if rest:
@@ -263,10 +268,10 @@ class Connection(asyncio.Protocol):
                     self._paused = False
                     self.transport.resume_reading()
                 return data
-            if self.complete:
-                return b""
             if self.error is not None:
                 raise self.error
+            if self.complete:
+                return b""
             await self._wait()
 
     async def read(self, limit: int | None = None) -> bytes:
@@ -306,6 +311,7 @@ class UpstreamClient:
         self._sweeper: asyncio.TimerHandle | None = None
         self._parked: set[Connection] = set()
         self.opened = 0   # connections opened in all (reuse shows as requests >> opened)
+        self.stale = 0    # requests sent again because a kept-alive connection closed under them
 
     def endpoint(self, url: str, headers: Mapping[str, str]) -> Endpoint:
         """The endpoint for POSTs to ``url`` with ``headers`` (sent on every request)."""
@@ -342,12 +348,26 @@ class UpstreamClient:
 
         The caller reads the body from the returned connection and hands it back with
         :meth:`release` (or :meth:`release_streamed`), whatever happened.
+
+        A kept-alive connection that the provider closes without a byte of answer was
+        most likely closed for idleness as the request went out (a race every keep-alive
+        client meets): the request is sent once more on a new connection, so that race is
+        neither an error for the client nor a failure charged to the provider.
         """
         conn = self._take_idle(endpoint.origin)
-        if conn is None:
-            conn = await self._connect(endpoint, connect_timeout)
-        else:
+        if conn is not None:
             conn._reset()
+            try:
+                return await self._exchange(conn, endpoint, payload)
+            except Disconnected:
+                if conn.answered:
+                    raise
+                self.stale += 1
+        conn = await self._connect(endpoint, connect_timeout)
+        return await self._exchange(conn, endpoint, payload)
+
+    @staticmethod
+    async def _exchange(conn: Connection, endpoint: Endpoint, payload: bytes) -> Connection:
         conn.busy = True
         assert conn.transport is not None
         conn.transport.write(endpoint.head + b"%d\r\n\r\n" % len(payload) + payload)

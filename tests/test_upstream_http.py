@@ -377,3 +377,60 @@ async def test_an_untrusted_certificate_is_refused_and_named(upstream, proxy, ht
     assert view["last_error"].startswith("TLS certificate not trusted")
     assert server.peers == []  # no request ever reached it
 
+
+
+async def test_a_kept_alive_connection_closed_as_the_request_goes_out_is_retried_on_a_new_one(proxy, http) -> None:
+    """The keep-alive race: the provider closes an idle connection just as the next request reuses it."""
+    body = orjson.dumps(completion())
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    served: list[int] = []  # per connection: requests answered before the drop
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(0)
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                await reader.readexactly(length)
+                if served[-1] == 1:
+                    break  # the second request on a connection: closed without a byte of answer
+                served[-1] += 1
+                writer.write(reply)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        host = await proxy([{"name": "a", "base_url": url}], routing=FAILOVER, retries=NO_RETRY)
+        async with host.client() as client:
+            for _ in range(3):
+                assert await ask(client, False) == ANSWER
+        assert served == [1, 1, 1]  # each later request found its connection closed and went out again on a new one
+        view = (await health(http, host))["proxy"]["providers"]["a"]
+        assert view["failures"] == 0 and view["last_error"] is None
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_compressed_answer_that_would_expand_past_the_limit_is_refused(fakes, proxy, http, monkeypatch) -> None:
+    import proxy_plugin.upstream as upstream_module
+
+    monkeypatch.setattr(upstream_module, "MAX_BODY", 1024 * 1024)
+    packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    bomb = packer.compress(b"0" * (8 * 1024 * 1024)) + packer.flush()  # 8 MB of zeros in about 8 KB
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+             b"Content-Length: %d\r\n\r\n%s" % (len(bomb), bomb))
+    (b,) = await fakes("b", answer=ANSWER)
+    async with RawUpstream(reply) as url:
+        host = await proxy([{"name": "a", "base_url": url}, entry(b)], routing=FAILOVER, retries=NO_RETRY)
+        async with host.client() as client:
+            assert await ask(client, False) == ANSWER
+        view = (await health(http, host))["proxy"]["providers"]["a"]
+        assert view["last_error"] == "response body larger than 1 MB"
