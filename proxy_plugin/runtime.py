@@ -96,5 +96,6 @@ class ProxyRuntime:
             "queue_rejected": pool.rejected,
             "requests": pool.requests,
             "reloads": self.reloads,
+            "upstream_connections": self.client.snapshot() if self.client is not None else None,
             "providers": {p.name: p.snapshot() for p in pool.providers},
         }

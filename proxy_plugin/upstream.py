@@ -422,6 +422,10 @@ class UpstreamClient:
         """Open connections waiting for a request."""
         return sum(len(c) for c in self._idle.values())
 
+    def snapshot(self) -> dict[str, int]:
+        """Connection reuse at a glance, for ``/health``."""
+        return {"opened": self.opened, "idle": self.idle, "resent_after_idle_close": self.stale}
+
     # -- internals -------------------------------------------------------------------
 
     def _take_idle(self, origin: tuple[str, str, int]) -> Connection | None:

@@ -144,7 +144,7 @@ def spaced(text: str) -> list[str]:
 # -- connections -----------------------------------------------------------------------
 
 
-async def test_sequential_requests_share_one_upstream_connection(upstream, proxy) -> None:
+async def test_sequential_requests_share_one_upstream_connection(upstream, proxy, http) -> None:
     server = await upstream(answer)
     host = await proxy([{"name": "a", "base_url": server.url()}], routing=FAILOVER)
     async with host.client() as client:
@@ -152,6 +152,8 @@ async def test_sequential_requests_share_one_upstream_connection(upstream, proxy
             assert await ask(client, stream) == ANSWER
     assert len(server.peers) == 6
     assert server.connections == 1  # streams included: the connection waits for their last bytes, then serves again
+    connections = (await health(http, host))["proxy"]["upstream_connections"]
+    assert connections == {"opened": 1, "idle": 1, "resent_after_idle_close": 0}
 
 
 async def test_concurrent_requests_open_connections_then_reuse_them(upstream, proxy) -> None:
@@ -412,6 +414,7 @@ async def test_a_kept_alive_connection_closed_as_the_request_goes_out_is_retried
         assert served == [1, 1, 1]  # each later request found its connection closed and went out again on a new one
         view = (await health(http, host))["proxy"]["providers"]["a"]
         assert view["failures"] == 0 and view["last_error"] is None
+        assert (await health(http, host))["proxy"]["upstream_connections"]["resent_after_idle_close"] == 2
     finally:
         for writer in writers:
             writer.close()
