@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
+import socket
 import ssl
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
+import aiohappyeyeballs
 import httptools
 
 MAX_BODY = 64 * 1024 * 1024       # a larger answer is refused, not buffered
@@ -296,6 +299,23 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _connect_error(exc: BaseException, timeout: float | None) -> ConnectFailed | None:
+    """What a failed connection attempt means, without the addresses or the OS's words (None: not ours)."""
+    if isinstance(exc, TimeoutError):
+        return ConnectFailed(f"connect timeout ({timeout:g}s)")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ConnectFailed(f"TLS certificate not trusted ({exc.verify_message})")
+    if isinstance(exc, ssl.SSLError):
+        return ConnectFailed("TLS handshake failed")
+    if isinstance(exc, ConnectionRefusedError) or (isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED):
+        return ConnectFailed("connection refused")
+    if isinstance(exc, socket.gaierror):
+        return ConnectFailed("cannot resolve the provider's host name")
+    if isinstance(exc, OSError):
+        return ConnectFailed(f"cannot connect ({type(exc).__name__})")
+    return None  # cancellation and the rest: as they are
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -443,22 +463,24 @@ class UpstreamClient:
     async def _connect(self, endpoint: Endpoint, timeout: float | None) -> Connection:
         loop = asyncio.get_running_loop()
         origin = endpoint.origin
+        sock: socket.socket | None = None
         try:
             async with asyncio.timeout(timeout):
+                infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+                # every address, IPv6 and IPv4 interleaved, a new attempt every 250 ms (RFC 8305):
+                # a host whose first address does not answer still connects promptly
+                sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=0.25, interleave=1)
                 _, conn = await loop.create_connection(
-                    lambda: Connection(origin), endpoint.host, endpoint.port, ssl=endpoint.ssl,
+                    lambda: Connection(origin), sock=sock, ssl=endpoint.ssl,
                     server_hostname=endpoint.host if endpoint.ssl is not None else None,
                 )
-        except TimeoutError:
-            raise ConnectFailed(f"connect timeout ({timeout:g}s)") from None
-        except ssl.SSLCertVerificationError as exc:
-            raise ConnectFailed(f"TLS certificate not trusted ({exc.verify_message})") from None
-        except ssl.SSLError:
-            raise ConnectFailed("TLS handshake failed") from None
-        except ConnectionRefusedError:
-            raise ConnectFailed("connection refused") from None
-        except OSError as exc:
-            raise ConnectFailed(f"cannot connect ({type(exc).__name__})") from None
+        except BaseException as exc:
+            if sock is not None:
+                sock.close()
+            failed = _connect_error(exc, timeout)
+            if failed is None:
+                raise
+            raise failed from None
         self.opened += 1
         return conn
 

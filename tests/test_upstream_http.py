@@ -437,3 +437,13 @@ async def test_a_compressed_answer_that_would_expand_past_the_limit_is_refused(f
             assert await ask(client, False) == ANSWER
         view = (await health(http, host))["proxy"]["providers"]["a"]
         assert view["last_error"] == "response body larger than 1 MB"
+
+
+async def test_a_provider_named_by_host_name_is_resolved_and_connected(upstream, proxy, http) -> None:
+    server = await upstream(answer)
+    host = await proxy([{"name": "a", "base_url": f"http://localhost:{server.port}/v1"}], routing=FAILOVER)
+    async with host.client() as client:
+        assert await ask(client, False) == ANSWER
+        assert await ask(client, True) == ANSWER
+    assert server.headers[0]["Host"] == f"localhost:{server.port}"
+    assert (await health(http, host))["proxy"]["upstream_connections"]["opened"] == 1
