@@ -20,8 +20,8 @@ from proxy_plugin.classify import (
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.pool import Pool
 from proxy_plugin.provider import Provider
-from proxy_plugin.upstream import Connection
 from proxy_plugin.sse import DONE_EVENT, DONE_PAYLOAD, data_events, event
+from proxy_plugin.upstream import Connection
 
 logger = logging.getLogger(__name__)
 
