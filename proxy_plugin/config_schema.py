@@ -65,14 +65,25 @@ def _hash_fields(obj: Any) -> int:
     return hash(tuple(_hashable(getattr(obj, f.name)) for f in dataclasses.fields(obj)))
 
 
+def _header_problem(text: str) -> str | None:
+    """Why ``text`` cannot travel in an HTTP header ("line breaks", "not Latin-1"), or None."""
+    if "\r" in text or "\n" in text:
+        return "line breaks"
+    if not text.isascii():
+        try:
+            text.encode("latin-1")
+        except UnicodeEncodeError:
+            return "not Latin-1"
+    return None
+
+
 def _header_text(value: str) -> str:
     """Check a value sent in an HTTP header (an API key): one line of Latin-1 text. Never echoes it."""
-    if "\r" in value or "\n" in value:
+    problem = _header_problem(value)
+    if problem == "line breaks":
         raise ValueError("must not contain line breaks (it is sent in an HTTP header)")
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        raise ValueError("must be Latin-1 text (it is sent in an HTTP header); check for pasted quotes or spaces") from None
+    if problem is not None:
+        raise ValueError("must be Latin-1 text (it is sent in an HTTP header); check for pasted quotes or spaces")
     return value
 
 
@@ -332,13 +343,11 @@ def _string_map(raw: Any, ctx: Context, path: str, secret: bool) -> Mapping[str,
         if not isinstance(value, str):
             raise ctx.error(sub, f"expected a string, got {describe(value, secret)}")
         value, _ = ctx.interpolate(value, sub, secret)
-        if secret and ("\r" in value or "\n" in value or "\r" in key or "\n" in key):
+        problem = _header_problem(key + value) if secret else None
+        if problem == "line breaks":
             raise ctx.error(sub, "header names and values must not contain line breaks")
-        if secret and not (key + value).isascii():
-            try:
-                (key + value).encode("latin-1")
-            except UnicodeEncodeError:
-                raise ctx.error(sub, "header names and values must be Latin-1 text") from None
+        if problem is not None:
+            raise ctx.error(sub, "header names and values must be Latin-1 text")
         out[key] = value
     return types.MappingProxyType(out)
 
