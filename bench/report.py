@@ -248,6 +248,14 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value * 100:.0f}%"
 
 
+def _bars(ax: Any, slot: int, slots: int, ys: Sequence[float], digits: int, **style: Any) -> None:
+    """One series of a grouped bar chart: bar ``slot`` of ``slots`` beside each x position, its value on top."""
+    width = 0.8 / max(1, slots)
+    xs = [i + (slot - (slots - 1) / 2) * width for i in range(len(ys))]
+    bars = ax.bar(xs, ys, width, **style)
+    ax.bar_label(bars, [fmt(y, digits) for y in ys], fontsize=7, padding=1)
+
+
 def plot(results: dict[str, Any], path: Path) -> bool:
     """Six panels: latency, added latency, throughput, streaming overhead, memory, CPU per request."""
     try:
@@ -283,15 +291,12 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     if direct:
         base = _by(direct["closed"], "concurrency")
         cs = [r["concurrency"] for r in direct["closed"]]
-        width = 0.8 / max(1, 2 * len(gateways))
         for gi, name in enumerate(gateways):
             rows = _by(t[name]["closed"], "concurrency")
             for pi, pct in enumerate(("p50", "p99")):
-                xs = [i + (2 * gi + pi - len(gateways) + 0.5) * width for i in range(len(cs))]
                 ys = [_added(rows[c], base[c], pct) if c in rows else math.nan for c in cs]
-                bars = ax.bar(xs, ys, width, color=COLORS.get(name), alpha=1.0 if pct == "p50" else 0.5,
-                              label=f"{name} {pct}")
-                ax.bar_label(bars, [fmt(y, 2) for y in ys], fontsize=7, padding=1)
+                _bars(ax, 2 * gi + pi, 2 * len(gateways), ys, 2, color=COLORS.get(name),
+                      alpha=1.0 if pct == "p50" else 0.5, label=f"{name} {pct}")
         ax.set_xticks(range(len(cs)), [str(c) for c in cs])
         ax.axhline(0, color="black", linewidth=0.5)
         if "litellm" in gateways:
@@ -305,13 +310,10 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     ax = axes[0][2]
     names = [n for n in t if n != "direct-xcore"]
     cs = [r["concurrency"] for r in next(iter(t.values()))["closed"]]
-    width = 0.8 / max(1, len(names))
     for ni, name in enumerate(names):
         rows = _by(t[name]["closed"], "concurrency")
-        xs = [i + (ni - (len(names) - 1) / 2) * width for i in range(len(cs))]
         ys = [rows[c]["rps"] if c in rows else math.nan for c in cs]
-        bars = ax.bar(xs, ys, width, color=COLORS.get(name), label=name)
-        ax.bar_label(bars, [fmt(y, 0) for y in ys], fontsize=7, padding=1)
+        _bars(ax, ni, len(names), ys, 0, color=COLORS.get(name), label=name)
     ax.axhline(TARGETS["proxy_max_rps"], color=COLORS["proxy"], linestyle=":", linewidth=1, label="proxy target")
     ax.set_xticks(range(len(cs)), [str(c) for c in cs])
     ax.set_xlabel("concurrency")
@@ -324,15 +326,12 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     if direct:
         base = _by(direct["stream"], "concurrency")
         cs = [r["concurrency"] for r in direct["stream"]]
-        width = 0.8 / max(1, 2 * len(gateways))
         for gi, name in enumerate(gateways):
             rows = _by(t[name]["stream"], "concurrency")
             for fi, (field, label) in enumerate((("ttfb_ms", "TTFB"), ("inter_chunk_ms", "inter-chunk"))):
-                xs = [i + (2 * gi + fi - len(gateways) + 0.5) * width for i in range(len(cs))]
                 ys = [_added(rows[c], base[c], "p50", field) if c in rows else math.nan for c in cs]
-                bars = ax.bar(xs, ys, width, color=COLORS.get(name), alpha=1.0 if fi == 0 else 0.5,
-                              label=f"{name} {label} p50")
-                ax.bar_label(bars, [fmt(y, 2) for y in ys], fontsize=7, padding=1)
+                _bars(ax, 2 * gi + fi, 2 * len(gateways), ys, 2, color=COLORS.get(name),
+                      alpha=1.0 if fi == 0 else 0.5, label=f"{name} {label} p50")
         ax.set_xticks(range(len(cs)), [str(c) for c in cs])
         ax.axhline(0, color="black", linewidth=0.5)
         if "litellm" in gateways:
@@ -372,15 +371,12 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     if labels:
         kinds = [("non-streaming, c=1", lambda x: x["closed"][0]), ("non-streaming, max c", lambda x: x["closed"][-1]),
                  ("stream, c=1", lambda x: x["stream"][0] if x["stream"] else None)]
-        width = 0.8 / len(labels)
         for li, name in enumerate(labels):
             ys = []
             for _, pick in kinds:
                 row = pick(t[name])
                 ys.append(row.get("gateway_cpu_us_per_req", math.nan) if row else math.nan)
-            xs = [i + (li - (len(labels) - 1) / 2) * width for i in range(len(kinds))]
-            bars = ax.bar(xs, ys, width, color=COLORS.get(name), label=name)
-            ax.bar_label(bars, [fmt(y, 0) for y in ys], fontsize=7, padding=1)
+            _bars(ax, li, len(labels), ys, 0, color=COLORS.get(name), label=name)
         ax.set_xticks(range(len(kinds)), [k for k, _ in kinds], fontsize=8)
         if "litellm" in labels:
             ax.set_yscale("log")
