@@ -103,6 +103,14 @@ async def health(http: aiohttp.ClientSession, host: Host) -> dict[str, Any]:
         return await resp.json()
 
 
+async def raw_stream(http: aiohttp.ClientSession, url: str, **fields: Any) -> tuple[int, bytes, float]:
+    """POST a streaming request with raw aiohttp: (status, the whole body, seconds taken)."""
+    started = time.monotonic()
+    body = {"model": "gpt-4", "messages": USER, "stream": True, **fields}
+    async with http.post(f"{url}/v1/chat/completions", json=body) as resp:
+        return resp.status, await resp.read(), time.monotonic() - started
+
+
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
     """Poll the async ``check`` until it is true; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

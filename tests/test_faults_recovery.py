@@ -14,7 +14,7 @@ import time
 import openai
 import orjson
 import pytest
-from conftest import USER, entry, health, until
+from conftest import USER, entry, health, raw_stream, until
 from test_faults import ANSWER, SLACK, ask, config, serves_normally
 
 from hulumanage.sim import error, hang, ok, server_error
@@ -167,13 +167,9 @@ async def test_the_deadline_ends_a_stream_that_outlasts_it_with_an_error_event(f
     a, b = await fakes("a", "b", answer=ANSWER)
     a.script(ok(chunk_gap=0.2))  # healthy, but the whole answer takes 1.2 s
     host = await proxy([entry(a), entry(b)], **config(timeouts={"request": 5, "idle": 1, "total": total}))
-    started = time.monotonic()
-    async with http.post(
-        f"{host.url}/v1/chat/completions", json={"model": "gpt-4", "messages": USER, "stream": True}
-    ) as resp:
-        assert resp.status == 200
-        raw = await resp.read()
-    assert total - 0.02 <= time.monotonic() - started <= total + SLACK
+    status, raw, seconds = await raw_stream(http, host.url)
+    assert status == 200
+    assert total - 0.02 <= seconds <= total + SLACK
     assert b"[DONE]" not in raw and b'"finish_reason":"stop"' not in raw  # never a clean finish
     last = orjson.loads(raw.rstrip(b"\n").rsplit(b"\n\n", 1)[-1].removeprefix(b"data: "))
     assert set(last) == {"error"} and last["error"]["code"] == "stream_interrupted"
@@ -188,10 +184,7 @@ async def test_a_deadline_that_ends_a_flowing_stream_is_not_called_a_stall_nor_c
     (a,) = await fakes("a", answer=ANSWER)
     a.script(ok(chunk_gap=0.2))
     host = await proxy([entry(a)], **config(timeouts={"request": 5, "idle": 1, "total": 0.5}))
-    async with http.post(
-        f"{host.url}/v1/chat/completions", json={"model": "gpt-4", "messages": USER, "stream": True}
-    ) as resp:
-        raw = await resp.read()
+    _, raw, _ = await raw_stream(http, host.url)
     assert b"stalled" not in raw and b"deadline" in raw
     view = (await health(http, host))["proxy"]["providers"]["a"]
     assert view["failures"] == 0

@@ -18,23 +18,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from conftest import USER, entry, health
+from conftest import USER, entry, health, raw_stream
 from test_faults import ANSWER, FIRST_BACKOFF_CAP, SLACK, WORDS, ask, config, gaps, serves_normally
 
 from hulumanage.sim import cut, malformed, no_done, ok, server_error, slow_first_token, stall
 from hulumanage.sim.payload import MALFORMED, Answer, sse, stream_chunks
-
-
-async def raw_stream(http: aiohttp.ClientSession, url: str, **fields: Any) -> tuple[int, bytes, float]:
-    """POST a streaming request with raw aiohttp: (status, the whole body, seconds taken)."""
-    started = time.monotonic()
-    body = {"model": "gpt-4", "messages": USER, "stream": True, **fields}
-    async with http.post(f"{url}/v1/chat/completions", json=body) as resp:
-        return resp.status, await resp.read(), time.monotonic() - started
 
 
 def payloads(raw: bytes) -> list[bytes]:

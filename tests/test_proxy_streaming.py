@@ -9,26 +9,17 @@ it (``Seen.time``, the same monotonic clock as the test).
 from __future__ import annotations
 
 import time
-from typing import Any
 
-import aiohttp
 import openai
 import orjson
 import pytest
-from conftest import USER, entry, health
+from conftest import USER, entry, health, raw_stream
 
 from hulumanage.sim import cut, malformed, no_done, ok, reset, server_error, slow_first_token
 
 FAILOVER = {"strategy": "failover", "health_check": {"enabled": False}}
 ANSWER = "alpha beta gamma delta epsilon"
 WORDS = ["alpha ", "beta ", "gamma ", "delta ", "epsilon"]
-
-
-async def raw_stream(http: aiohttp.ClientSession, url: str, **fields: Any) -> tuple[int, bytes]:
-    """POST a streaming request with raw aiohttp; (status, the whole body as bytes)."""
-    body = {"model": "gpt-4", "messages": USER, "stream": True, **fields}
-    async with http.post(f"{url}/v1/chat/completions", json=body) as resp:
-        return resp.status, await resp.read()
 
 
 def events(raw: bytes) -> list[bytes]:
@@ -78,7 +69,7 @@ async def test_events_are_relayed_as_they_arrive(fakes, proxy) -> None:
 async def test_stream_ends_cleanly_with_done_and_usage(fakes, proxy, http) -> None:
     (a,) = await fakes("a", answer=ANSWER)
     host = await proxy([entry(a)], routing=FAILOVER)
-    status, raw = await raw_stream(http, host.url, stream_options={"include_usage": True})
+    status, raw, _ = await raw_stream(http, host.url, stream_options={"include_usage": True})
     assert status == 200
     payloads = events(raw)
     assert payloads[-1] == b"[DONE]" and payloads.count(b"[DONE]") == 1
@@ -111,7 +102,7 @@ async def test_a_cut_with_no_provider_left_ends_with_an_error_event(fakes, proxy
     a.set_default(server_error(503))
     b.set_default(server_error(503))
     host = await proxy([entry(a), entry(b)], routing=FAILOVER)
-    status, raw = await raw_stream(http, host.url)
+    status, raw, _ = await raw_stream(http, host.url)
     assert status == 200  # the stream had started
     payloads = events(raw)
     assert b"[DONE]" not in raw
@@ -144,7 +135,7 @@ async def test_a_cut_stream_is_continued_on_another_provider(fakes, proxy, http,
     a.script(cut(2))
     a.set_default(server_error(503))
     host = await proxy([entry(a), entry(b, supports_prefill=prefill)], routing=FAILOVER)
-    status, raw = await raw_stream(http, host.url)
+    status, raw, _ = await raw_stream(http, host.url)
     assert status == 200
     payloads = events(raw)
     assert payloads[-1] == b"[DONE]"
@@ -161,7 +152,7 @@ async def test_malformed_events_are_skipped_and_a_missing_done_is_added(fakes, p
     a.script(malformed(2), no_done())
     host = await proxy([entry(a)], routing=FAILOVER)
     for _ in range(2):
-        status, raw = await raw_stream(http, host.url)
+        status, raw, _ = await raw_stream(http, host.url)
         assert status == 200
         assert b"{not json" not in raw
         payloads = events(raw)
@@ -184,7 +175,7 @@ async def test_a_cut_answer_with_several_choices_is_not_continued(fakes, proxy, 
     a, b = await fakes("a", "b", answer=ANSWER)
     a.script(cut(2))
     host = await proxy([entry(a), entry(b)], routing=FAILOVER)
-    status, raw = await raw_stream(http, host.url, n=2)
+    status, raw, _ = await raw_stream(http, host.url, n=2)
     assert status == 200
     assert b"[DONE]" not in raw
     payloads = events(raw)
