@@ -256,6 +256,28 @@ def _bars(ax: Any, slot: int, slots: int, ys: Sequence[float], digits: int, **st
     ax.bar_label(bars, [fmt(y, digits) for y in ys], fontsize=7, padding=1)
 
 
+def _overhead(ax: Any, t: dict[str, Any], gateways: Sequence[str], phase: str,
+              series: Sequence[tuple[str, str, str]]) -> None:
+    """Gateway minus direct per concurrency of ``phase``: a pair of bars (``series``: label, field, pct) per gateway."""
+    direct = t.get("direct")
+    if direct:
+        base = _by(direct[phase], "concurrency")
+        cs = [r["concurrency"] for r in direct[phase]]
+        for gi, name in enumerate(gateways):
+            rows = _by(t[name][phase], "concurrency")
+            for si, (label, field, pct) in enumerate(series):
+                ys = [_added(rows[c], base[c], pct, field) if c in rows else math.nan for c in cs]
+                _bars(ax, len(series) * gi + si, len(series) * len(gateways), ys, 2, color=COLORS.get(name),
+                      alpha=1.0 if si == 0 else 0.5, label=f"{name} {label}")
+        ax.set_xticks(range(len(cs)), [str(c) for c in cs])
+        ax.axhline(0, color="black", linewidth=0.5)
+        if "litellm" in gateways:
+            ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylabel("gateway minus direct (ms)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+
+
 def plot(results: dict[str, Any], path: Path) -> bool:
     """Six panels: latency, added latency, throughput, streaming overhead, memory, CPU per request."""
     try:
@@ -266,7 +288,6 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     t = results["targets"]
-    direct = t.get("direct")
     gateways = [n for n in t if not n.startswith("direct")]
     fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
     fig.suptitle(f"Proxy overhead ({results['environment']['mode']} run; {results['environment']['pinning']})",
@@ -287,25 +308,9 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
 
-    ax = axes[0][1]
-    if direct:
-        base = _by(direct["closed"], "concurrency")
-        cs = [r["concurrency"] for r in direct["closed"]]
-        for gi, name in enumerate(gateways):
-            rows = _by(t[name]["closed"], "concurrency")
-            for pi, pct in enumerate(("p50", "p99")):
-                ys = [_added(rows[c], base[c], pct) if c in rows else math.nan for c in cs]
-                _bars(ax, 2 * gi + pi, 2 * len(gateways), ys, 2, color=COLORS.get(name),
-                      alpha=1.0 if pct == "p50" else 0.5, label=f"{name} {pct}")
-        ax.set_xticks(range(len(cs)), [str(c) for c in cs])
-        ax.axhline(0, color="black", linewidth=0.5)
-        if "litellm" in gateways:
-            ax.set_yscale("symlog", linthresh=1.0)
-    ax.set_xlabel("concurrency")
-    ax.set_ylabel("gateway minus direct (ms)")
-    ax.set_title("Added latency (non-streaming)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
+    _overhead(axes[0][1], t, gateways, "closed", (("p50", "latency_ms", "p50"), ("p99", "latency_ms", "p99")))
+    axes[0][1].set_xlabel("concurrency")
+    axes[0][1].set_title("Added latency (non-streaming)")
 
     ax = axes[0][2]
     names = [n for n in t if n != "direct-xcore"]
@@ -322,25 +327,9 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
 
-    ax = axes[1][0]
-    if direct:
-        base = _by(direct["stream"], "concurrency")
-        cs = [r["concurrency"] for r in direct["stream"]]
-        for gi, name in enumerate(gateways):
-            rows = _by(t[name]["stream"], "concurrency")
-            for fi, (field, label) in enumerate((("ttfb_ms", "TTFB"), ("inter_chunk_ms", "inter-chunk"))):
-                ys = [_added(rows[c], base[c], "p50", field) if c in rows else math.nan for c in cs]
-                _bars(ax, 2 * gi + fi, 2 * len(gateways), ys, 2, color=COLORS.get(name),
-                      alpha=1.0 if fi == 0 else 0.5, label=f"{name} {label} p50")
-        ax.set_xticks(range(len(cs)), [str(c) for c in cs])
-        ax.axhline(0, color="black", linewidth=0.5)
-        if "litellm" in gateways:
-            ax.set_yscale("symlog", linthresh=1.0)
-    ax.set_xlabel("concurrent streams")
-    ax.set_ylabel("gateway minus direct (ms)")
-    ax.set_title("Streaming overhead: time to first event, gap between events")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
+    _overhead(axes[1][0], t, gateways, "stream", (("TTFB p50", "ttfb_ms", "p50"), ("inter-chunk p50", "inter_chunk_ms", "p50")))
+    axes[1][0].set_xlabel("concurrent streams")
+    axes[1][0].set_title("Streaming overhead: time to first event, gap between events")
 
     ax = axes[1][1]
     for name in gateways:
