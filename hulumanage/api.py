@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
@@ -64,22 +64,32 @@ def resolve_chain(data: dict[str, Any], approaches: dict[str, Any], default: str
     return chain
 
 
-def bearer(request: web.Request) -> str | None:
-    """The client's bearer token, if any."""
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        token = auth[7:].strip()
+def bearer(authorization: str) -> str | None:
+    """The client's bearer token from an ``Authorization`` header value, if any."""
+    if authorization[:7].lower() == "bearer ":
+        token = authorization[7:].strip()
         return token or None
     return None
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/chat/completions``: parse once, pick the approach, answer JSON or SSE."""
-    app = request.app
+class Streamed(NamedTuple):
+    """A streaming answer: its first chunk (already produced) and the iterator of the rest."""
+
+    first: Any
+    rest: Any
+
+
+async def chat_reply(app: web.Application, raw: bytes, authorization: str) -> tuple[int, bytes, dict[str, str]] | Streamed:
+    """A chat completion request body in, an answer out: (status, JSON body, headers) or a stream.
+
+    Everything between the request's bytes and the response's: parse once, validate, pick
+    the approach, run it. Shared by the aiohttp route and the fast path (``fastpath.py``),
+    so both answer alike. Every failure becomes an OpenAI-shaped error answer.
+    """
     approaches = app[APPROACHES]
     try:
         try:
-            data = orjson.loads(await request.read())
+            data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
         validate_request(data)
@@ -89,7 +99,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             extra["hulumanage_approach"] = data.pop("hulumanage_approach")
         for name in app[PARAMS].intersection(data):
             extra[name] = data.pop(name)
-        api_key = bearer(request)
+        api_key = bearer(authorization)
         base = app[OPTIONS].approach
         if base in chain or not getattr(approaches.get(base), "terminal", False):
             base = "none"
@@ -109,18 +119,43 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             logger.debug("request model=%s approach=%s stream=%s", data.get("model"), "&".join(chain), call.stream)
         result = await approaches[chain[0]].run(call)
         if not is_stream(result):
-            status, body, headers = completion_body(result)
-            return web.Response(status=status, body=body, headers=headers)
+            return completion_body(result)
         iterator = aiter(result)
         try:
             first = await anext(iterator)
         except StopAsyncIteration:
             raise ApiError(502, "the approach produced an empty stream", "server_error", "empty_stream") from None
-    except Exception as exc:  # every failure becomes an OpenAI-shaped error
-        if not isinstance(getattr(exc, "status_code", None), int):
-            logger.exception("unexpected error while serving a chat completion")
+        return Streamed(first, iterator)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
+        return error_reply(exc)
+
+
+def error_reply(exc: BaseException) -> tuple[int, bytes, dict[str, str]]:
+    """(status, JSON body, headers) of the OpenAI-shaped error for ``exc`` (unexpected ones logged)."""
+    if not isinstance(getattr(exc, "status_code", None), int):
+        logger.exception("unexpected error while serving a chat completion", exc_info=exc)
+    status, payload, headers = error_payload(exc)
+    return status, orjson.dumps(payload), {"Content-Type": "application/json", **headers}
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/chat/completions`` on aiohttp (the fast path serves it when it can)."""
+    try:
+        raw = await request.read()
+    except web.HTTPException as exc:  # a body over the size limit
         return error_response(exc)
-    return await _stream(request, first, iterator)
+    reply = await chat_reply(request.app, raw, request.headers.get("Authorization", ""))
+    if isinstance(reply, Streamed):
+        return await _stream(request, reply.first, reply.rest)
+    status, body, headers = reply
+    return web.Response(status=status, body=body, headers=headers)
+
+
+async def close_stream(iterator: Any) -> None:
+    """Close an approach's stream iterator (its upstream goes back or closes now)."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def _stream(request: web.Request, first: Any, iterator: Any) -> web.StreamResponse:
@@ -141,9 +176,7 @@ async def _stream(request: web.Request, first: Any, iterator: Any) -> web.Stream
     except (ConnectionResetError, OSError):
         logger.info("client went away during a stream")
     finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await close_stream(iterator)
     return response
 
 

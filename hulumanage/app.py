@@ -18,6 +18,9 @@ from hulumanage.plugins import collect_approaches, get_plugin_manager
 logger = logging.getLogger(__name__)
 
 
+MAX_BODY = 64 * 1024 * 1024  # bytes of a request body
+
+
 class StartupError(Exception):
     """The server cannot start as configured; the message says what to do."""
 
@@ -54,7 +57,7 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
         import openai  # noqa: F401
     if options.approach not in approaches:
         raise StartupError(f"unknown --approach {options.approach!r}; known approaches: {', '.join(sorted(approaches))}")
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=MAX_BODY)
     app[OPTIONS] = options
     app[PLUGIN_MANAGER] = pm
     app[APPROACHES] = approaches

@@ -37,6 +37,9 @@ def build_parser(pm: pluggy.PluginManager) -> argparse.ArgumentParser:
                         help="log level (default $HULUMANAGE_LOG_LEVEL or INFO); DEBUG logs each routing decision")
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                         help="on SIGTERM, how long requests in flight may take to finish (default 30)")
+    parser.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                        help="serve chat completions through aiohttp too, not the lean HTTP/1.1 fast path "
+                             "(same answers, more CPU per request; for comparison or if the fast path misbehaves)")
     parser.add_argument("--version", action="version", version=f"hulumanage {__version__}")
     demo = parser.add_argument_group("demo", "options of `hulumanage demo`")
     demo.add_argument("--requests", type=int, default=300, metavar="N", help="requests the demo sends (default 300)")

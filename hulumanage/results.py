@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -53,7 +53,7 @@ def error_event(exc: BaseException) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-async def sse_stream(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+async def sse_stream(first: Any, rest: AsyncIterator[Any]) -> AsyncGenerator[bytes, None]:
     """SSE bytes for a stream whose first chunk was already taken.
 
     Object chunks get a closing ``data: [DONE]``; an iterator of bytes is a

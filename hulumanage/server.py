@@ -14,6 +14,7 @@ from aiohttp import web
 
 from hulumanage.admin import reload_plugins
 from hulumanage.app import make_app
+from hulumanage.fastpath import FastSite
 
 logger = logging.getLogger("hulumanage")
 
@@ -27,7 +28,10 @@ async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
     except BaseException:
         await runner.cleanup()  # close what started before the failure (the host's HTTP session)
         raise
-    site = web.TCPSite(runner, options.host, options.port)
+    if options.fast_path:
+        site: web.BaseSite = FastSite(runner, options.host, options.port, access_log=access_log)
+    else:
+        site = web.TCPSite(runner, options.host, options.port)
     try:
         await site.start()
     except OSError as exc:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from hulumanage.app import make_app
 from hulumanage.cli import parse_args
+from hulumanage.fastpath import FastSite
 from hulumanage.plugins import get_plugin_manager
 
 
@@ -56,15 +57,16 @@ class Host:
 
 
 @contextlib.asynccontextmanager
-async def run_host(*argv: str, environ: Mapping[str, str] | None = None) -> AsyncIterator[Host]:
+async def run_host(*argv: str, environ: Mapping[str, str] | None = None, middlewares: Sequence[Any] = ()) -> AsyncIterator[Host]:
     """Start the host with CLI flags ``argv`` on a free port; stop it afterwards."""
     pm = get_plugin_manager(environ)
     options = parse_args(list(argv), pm)
     app = make_app(options, pm)
+    app.middlewares.extend(middlewares)
     runner = web.AppRunner(app, shutdown_timeout=2, handler_cancellation=True)
     await runner.setup()
     port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = FastSite(runner, "127.0.0.1", port) if options.fast_path else web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     try:
         yield Host(app, runner, port)

@@ -22,6 +22,7 @@ from hulumanage.app import make_app
 from hulumanage.cli import parse_args
 from hulumanage.demo import fleet, report
 from hulumanage.demo.load import Progress, send_requests
+from hulumanage.fastpath import FastSite
 
 DEFAULT_REQUESTS = 300
 DEFAULT_CONCURRENCY = 16
@@ -71,7 +72,7 @@ async def _host(sock: socket.socket, config: Path, log_level: str, pm: pluggy.Pl
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2, handler_cancellation=True)
     await runner.setup()
     try:
-        await web.SockSite(runner, sock).start()
+        await FastSite(runner, sock=sock).start()
         yield
     finally:
         await runner.cleanup()

@@ -1,0 +1,462 @@
+"""The fast path: a lean HTTP/1.1 server for ``POST /v1/chat/completions``, aiohttp for the rest.
+
+Every new request on a connection is looked at before anything is parsed: when it is the
+one hot route (``POST /v1/chat/completions`` or ``POST /chat/completions``, HTTP/1.1, no
+query string) this module answers it with an ``httptools`` parser and prebuilt response
+heads: no request, response, router or header objects, and the response head goes out in
+the same write as the first bytes of the body. Anything else (another path or method,
+HTTP/1.0, a WebSocket upgrade) hands the connection, with the bytes read so far, to the
+aiohttp application, which then keeps it. Both share one function for the request's
+meaning (:func:`hulumanage.api.chat_reply`), so the answers are the same.
+
+The fast path turns itself off when the application could observe the difference: a
+middleware, an ``on_response_prepare`` signal, or a plugin route in front of the host's.
+``--no-fast-path`` turns it off by hand.
+
+HTTP/1.1 as served here: keep-alive (idle connections closed after ``KEEPALIVE`` seconds),
+``Connection: close``, ``Expect: 100-continue``, Content-Length and chunked request bodies
+up to the application's ``client_max_size`` (413 beyond), request heads up to ``MAX_HEAD``
+bytes (431 beyond), malformed requests answered 400 and closed, pipelined requests answered
+in order (one that is not the hot route, arriving in the same packet as the one before it,
+closes the connection after the answers before it: RFC 9112 9.3.2 lets a server do that, and
+a pipelining client retries on a new connection). A client that goes away cancels its
+request (the upstream stream is closed at once), as ``handler_cancellation`` does on aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import http
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import httptools
+from aiohttp import web
+
+from hulumanage import api
+from hulumanage.app import MAX_BODY
+from hulumanage.results import DONE, sse_stream
+
+logger = logging.getLogger(__name__)
+
+HOT_PATHS = ("/v1/chat/completions", "/chat/completions")
+HOT_URLS = tuple(path.encode() for path in HOT_PATHS)
+HOT_LINES = tuple(b"POST " + url + b" HTTP/1.1\r\n" for url in HOT_URLS)
+KEEPALIVE = 75.0              # seconds an idle keep-alive connection stays open (aiohttp's default)
+MAX_HEAD = 64 * 1024          # bytes of request line and headers
+PAUSE_AT = 4                  # pipelined requests waiting before reading pauses
+SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n")
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+JSON_HEADERS = {"Content-Type": "application/json"}
+JSON_200 = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+class _Date:
+    """The ``Date`` header line, formatted once a second."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.line = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.line = b"Date: " + email.utils.formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self.line
+
+
+_date = _Date()
+
+
+def hot_route_problem(app: web.Application) -> str | None:
+    """Why the fast path cannot serve ``app``'s chat route as aiohttp would (None: it can).
+
+    The host's routes for the hot paths come first and aiohttp refuses a second POST
+    route on the same path, so only middlewares and response signals could change what
+    a client gets.
+    """
+    if app.middlewares:
+        return "the application has middlewares"
+    if app.on_response_prepare:
+        return "the application has on_response_prepare signals"
+    return None
+
+
+class FastSite(web.BaseSite):
+    """A TCP site whose connections start on the fast path (``web.TCPSite`` otherwise alike).
+
+    ``sock``: serve an already bound socket instead of ``host``/``port``.
+    """
+
+    __slots__ = ("_access_log", "_connections", "_grace", "_host", "_port", "_sock", "_tasks")
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str | None = None, port: int | None = None, *,
+        sock: Any = None, backlog: int = 128, access_log: logging.Logger | None = None, grace: float | None = None,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._sock = sock
+        self._access_log = access_log
+        self._connections: set[FastConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._grace: float = grace if grace is not None else getattr(runner, "_shutdown_timeout", 60.0)
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}" if self._sock is None else f"fast:{self._sock.getsockname()}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        runner = self._runner
+        app = getattr(runner, "app", None)
+        problem = hot_route_problem(app) if app is not None else "the runner has no application"
+        if problem is None:
+            factory: Any = self._connection
+        else:
+            logger.info("fast path off (%s): every request goes through aiohttp", problem)
+            factory = runner.server
+        if self._sock is not None:
+            self._server = await loop.create_server(factory, sock=self._sock, backlog=self._backlog)
+        else:
+            self._server = await loop.create_server(factory, self._host, self._port or 0, backlog=self._backlog)
+
+    def _connection(self) -> FastConnection:
+        return FastConnection(self)
+
+    async def stop(self) -> None:
+        """Stop listening, let fast requests in flight finish within the runner's grace, close the rest."""
+        await super().stop()
+        for conn in list(self._connections):
+            conn.close_when_idle()
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=self._grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        for conn in list(self._connections):
+            conn.abort()
+
+
+class _Request:
+    """One parsed request on the fast path."""
+
+    __slots__ = ("authorization", "body", "keep_alive", "path", "refused", "size")
+
+    def __init__(self) -> None:
+        self.path = b""
+        self.authorization = ""
+        self.body: list[bytes] = []
+        self.size = 0
+        self.keep_alive = True
+        self.refused = False  # not the hot route, pipelined: the connection closes before it
+
+
+class FastConnection(asyncio.Protocol):
+    """One client connection served on the fast path until it is handed to aiohttp."""
+
+    def __init__(self, site: FastSite) -> None:
+        self.site = site
+        self.app: web.Application = site._runner.app  # type: ignore[attr-defined]
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.sniffed = b""                      # the start of a request not yet known to be the hot route
+        self.current: _Request | None = None    # the request being parsed
+        self.ready: deque[_Request] = deque()   # parsed, waiting for the one in flight
+        self.task: asyncio.Task[None] | None = None
+        self.head_size = 0
+        self.last_header = b""
+        self.closing = False
+        self.paused_reading = False
+        self.drain: asyncio.Future[None] | None = None
+        self.write_paused = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.site._connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.site._connections.discard(self)
+        self.transport = None
+        self._disarm_idle()
+        self.ready.clear()
+        if self.task is not None:
+            self.task.cancel()  # the client went away: stop its request (closes the upstream stream)
+        if self.drain is not None and not self.drain.done():
+            self.drain.set_exception(ConnectionResetError("the client closed the connection"))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.drain is not None and not self.drain.done():
+            self.drain.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self._disarm_idle()
+        if self.current is None and self.task is None and not self.ready:
+            # between requests: is the next one the hot route? (decided on its first bytes)
+            data = self.sniffed + data if self.sniffed else data
+            self.sniffed = b""
+            hot = _hot(data)
+            if hot is None:
+                self.sniffed = data  # could still be the hot route's request line: wait for more
+                return
+            if not hot:
+                self._hand_over(data)
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # answer what came before it, then close
+            if self.task is None and not self.ready:
+                self._fail(400, "protocol upgrades are not served on this route")
+            self.closing = True
+        except httptools.HttpParserCallbackError:
+            pass  # the callback already answered and is closing the connection
+        except httptools.HttpParserError:
+            self._fail(400, "malformed HTTP request")
+
+    # -- httptools callbacks -----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.current = _Request()
+        self.head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        current = self.current
+        assert current is not None
+        current.path = url
+        if url not in HOT_URLS or self.parser.get_method() != b"POST":
+            # pipelined after a hot request in the same packet: its bytes cannot be handed over
+            current.refused = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        lower = name.lower()
+        current = self.current
+        assert current is not None
+        if lower == b"authorization":
+            current.authorization = value.decode("latin-1")
+        elif lower == b"content-length":
+            if value.strip().isdigit() and int(value) > MAX_BODY:
+                self._too_large()
+        elif (lower == b"expect" and value.strip().lower() == b"100-continue"
+              and self.transport is not None and self.task is None and not self.ready):  # never inside another answer
+            self.transport.write(CONTINUE)
+
+    def on_headers_complete(self) -> None:
+        if self.parser.get_http_version() != "1.1":
+            assert self.current is not None
+            self.current.refused = True
+
+    def on_body(self, body: bytes) -> None:
+        current = self.current
+        assert current is not None
+        current.size += len(body)
+        if current.size > MAX_BODY:
+            self._too_large()
+        current.body.append(body)
+
+    def on_message_complete(self) -> None:
+        current = self.current
+        assert current is not None
+        self.current = None
+        current.keep_alive = self.parser.should_keep_alive()
+        if self.task is None:
+            self._start(current)
+        else:
+            self.ready.append(current)
+            if len(self.ready) >= PAUSE_AT and not self.paused_reading and self.transport is not None:
+                self.paused_reading = True
+                self.transport.pause_reading()
+
+    # -- serving ---------------------------------------------------------------------
+
+    def _start(self, request: _Request) -> None:
+        if request.refused:
+            self.closing = True
+            self._close()
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(request))
+        self.task = task
+        self.site._tasks.add(task)
+        task.add_done_callback(self._served)
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        self.site._tasks.discard(task)
+        self.task = None
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("the fast path failed a request", exc_info=task.exception())
+            self._close()
+            return
+        if self.transport is None:
+            return
+        if self.ready:
+            if self.paused_reading:
+                self.paused_reading = False
+                self.transport.resume_reading()
+            self._start(self.ready.popleft())
+        elif self.closing:
+            self._close()
+        else:
+            self._arm_idle()
+
+    async def _serve(self, request: _Request) -> None:
+        raw = b"".join(request.body) if len(request.body) != 1 else request.body[0]
+        reply = await api.chat_reply(self.app, raw, request.authorization)
+        if not request.keep_alive:
+            self.closing = True
+        close = b"Connection: close\r\n" if self.closing else b""
+        try:
+            if isinstance(reply, api.Streamed):
+                status = 200
+                await self._stream(reply, close)
+            else:
+                status, body, headers = reply
+                self._write(_head(status, headers, len(body), close) + body)
+        except ConnectionResetError:
+            logger.info("client went away before its answer was written")
+            return
+        access = self.site._access_log
+        if access is not None and access.isEnabledFor(logging.INFO):
+            peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+            access.info('%s "POST %s HTTP/1.1" %d (fast path)', peer[0] if peer else "-", request.path.decode(), status)
+
+    async def _stream(self, reply: api.Streamed, close: bytes) -> None:
+        """Relay the stream: one write per event, the head with the first, ``[DONE]`` with the end."""
+        head = SSE_HEAD + close + _date() + b"\r\n"
+        held = b""
+        try:
+            async with contextlib.aclosing(sse_stream(reply.first, reply.rest)) as parts:
+                async for part in parts:
+                    if held:
+                        self._write(b"%x\r\n%b\r\n" % (len(held), held))
+                        held = b""
+                    if part == DONE:
+                        held = part
+                        continue
+                    self._write(head + b"%x\r\n%b\r\n" % (len(part), part))
+                    head = b""
+                    if self.write_paused:
+                        await self._drained()
+            self._write(head + (b"%x\r\n%b\r\n0\r\n\r\n" % (len(held), held) if held else b"0\r\n\r\n"))
+        finally:
+            await api.close_stream(reply.rest)
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        transport.write(data)
+
+    async def _drained(self) -> None:
+        if self.transport is None:
+            raise ConnectionResetError("the client closed the connection")
+        self.drain = asyncio.get_running_loop().create_future()
+        try:
+            await self.drain
+        finally:
+            self.drain = None
+
+    # -- connection management ---------------------------------------------------------
+
+    def _hand_over(self, data: bytes) -> None:
+        """Give this connection to aiohttp, starting with ``data`` (its next request's first bytes)."""
+        transport = self.transport
+        self.site._connections.discard(self)
+        self.transport = None
+        if transport is None or transport.is_closing():
+            return
+        protocol = self.site._runner.server()  # type: ignore[misc]
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(data)
+
+    def _count_head(self, size: int) -> None:
+        self.head_size += size
+        if self.head_size > MAX_HEAD:
+            self._fail(431, f"request line and headers larger than {MAX_HEAD // 1024} KiB")
+            raise ValueError("head too large")  # stops the parser (HttpParserCallbackError)
+
+    def _too_large(self) -> None:
+        limit = MAX_BODY
+        self._fail(413, f"request body larger than {limit // (1024 * 1024)} MiB", "request_too_large")
+        raise ValueError("body too large")
+
+    def _fail(self, status: int, message: str, code: str = "invalid_request") -> None:
+        """Answer a request that cannot be served with an OpenAI-shaped error, then close."""
+        self.closing = True
+        self.current = None
+        self.ready.clear()
+        if self.task is not None:  # answers still going out on this connection: just stop reading
+            return
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            _status, body, headers = api.error_reply(api.ApiError(status, message, code=code))
+            transport.write(_head(status, headers, len(body), b"Connection: close\r\n") + body)
+        self._close()
+
+    def close_when_idle(self) -> None:
+        """Shutdown: close now when idle, else after the request in flight."""
+        self.closing = True
+        if self.task is None:
+            self._close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _close(self) -> None:
+        self._disarm_idle()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _arm_idle(self) -> None:
+        self.idle_timer = asyncio.get_running_loop().call_later(KEEPALIVE, self._close)
+
+    def _disarm_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+
+def _head(status: int, headers: dict[str, str], length: int, close: bytes) -> bytes:
+    """The response head of a JSON answer."""
+    if status == 200 and headers == JSON_HEADERS:
+        start = JSON_200
+    else:
+        try:
+            reason = http.HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        start = f"HTTP/1.1 {status} {reason}\r\n{lines}".encode("latin-1")
+    return start + b"Content-Length: %d\r\n" % length + close + _date() + b"\r\n"
+
+
+def _hot(data: bytes) -> bool | None:
+    """Whether ``data`` starts with the hot route's request line (None: too short to tell)."""
+    undecided = False
+    for line in HOT_LINES:
+        if data.startswith(line):
+            return True
+        if line.startswith(data):
+            undecided = True
+    return None if undecided else False
