@@ -174,7 +174,6 @@ class FastConnection(asyncio.Protocol):
         self.ready: deque[_Request] = deque()   # parsed, waiting for the one in flight
         self.task: asyncio.Task[None] | None = None
         self.head_size = 0
-        self.last_header = b""
         self.closing = False
         self.paused_reading = False
         self.drain: asyncio.Future[None] | None = None
@@ -238,14 +237,11 @@ class FastConnection(asyncio.Protocol):
         self.current = _Request()
         self.head_size = 0
 
-    def on_url(self, url: bytes) -> None:
+    def on_url(self, url: bytes) -> None:  # may come in pieces
         self._count_head(len(url))
         current = self.current
         assert current is not None
-        current.path = url
-        if url not in HOT_URLS or self.parser.get_method() != b"POST":
-            # pipelined after a hot request in the same packet: its bytes cannot be handed over
-            current.refused = True
+        current.path += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count_head(len(name) + len(value) + 4)
@@ -262,9 +258,11 @@ class FastConnection(asyncio.Protocol):
             self.transport.write(CONTINUE)
 
     def on_headers_complete(self) -> None:
-        if self.parser.get_http_version() != "1.1":
-            assert self.current is not None
-            self.current.refused = True
+        current = self.current
+        assert current is not None
+        if current.path not in HOT_URLS or self.parser.get_method() != b"POST" or self.parser.get_http_version() != "1.1":
+            # pipelined behind a hot request in the same packet: its bytes cannot be handed over
+            current.refused = True
 
     def on_body(self, body: bytes) -> None:
         current = self.current

@@ -224,6 +224,19 @@ async def test_pipelined_requests_are_answered_in_order(served) -> None:
     assert second[1]["content-type"] == "application/json"
 
 
+async def test_a_pipelined_request_split_inside_its_url(served) -> None:
+    host, _a = served
+    second = post(BODY)
+    async with wire(host.port) as w:
+        w.writer.write(post(BODY) + second[:18])  # "POST /v1/chat/comp": the URL arrives in two pieces
+        await w.writer.drain()
+        first = await w.response()
+        w.writer.write(second[18:])
+        answer = await w.response()
+    for status, _headers, raw in (first, answer):
+        assert status == 200 and orjson.loads(raw)["choices"][0]["message"]["content"] == ANSWER
+
+
 async def test_another_route_pipelined_behind_a_chat_request_closes_after_the_answer(served) -> None:
     host, _a = served
     async with wire(host.port) as w:
