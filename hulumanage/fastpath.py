@@ -30,6 +30,7 @@ import contextlib
 import email.utils
 import http
 import logging
+import sys
 import time
 from collections import deque
 from typing import Any
@@ -48,6 +49,7 @@ HOT_URLS = tuple(path.encode() for path in HOT_PATHS)
 HOT_LINES = tuple(b"POST " + url + b" HTTP/1.1\r\n" for url in HOT_URLS)
 KEEPALIVE = 75.0              # seconds an idle keep-alive connection stays open (aiohttp's default)
 MAX_HEAD = 64 * 1024          # bytes of request line and headers
+EAGER = sys.version_info >= (3, 12)  # asyncio.Task(eager_start=True)
 PAUSE_AT = 4                  # pipelined requests waiting before reading pauses
 SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
             b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n")
@@ -230,6 +232,8 @@ class FastConnection(asyncio.Protocol):
             pass  # the callback already answered and is closing the connection
         except httptools.HttpParserError:
             self._fail(400, "malformed HTTP request")
+        if self.task is None and self.ready:  # started here, not inside the parser's callback
+            self._start(self.ready.popleft())
 
     # -- httptools callbacks -----------------------------------------------------------
 
@@ -277,13 +281,10 @@ class FastConnection(asyncio.Protocol):
         assert current is not None
         self.current = None
         current.keep_alive = self.parser.should_keep_alive()
-        if self.task is None:
-            self._start(current)
-        else:
-            self.ready.append(current)
-            if len(self.ready) >= PAUSE_AT and not self.paused_reading and self.transport is not None:
-                self.paused_reading = True
-                self.transport.pause_reading()
+        self.ready.append(current)
+        if len(self.ready) >= PAUSE_AT and not self.paused_reading and self.transport is not None:
+            self.paused_reading = True
+            self.transport.pause_reading()
 
     # -- serving ---------------------------------------------------------------------
 
@@ -292,7 +293,10 @@ class FastConnection(asyncio.Protocol):
             self.closing = True
             self._close()
             return
-        task = asyncio.get_running_loop().create_task(self._serve(request))
+        if EAGER:  # runs up to its first real wait now (the upstream's answer), not a loop turn later
+            task = asyncio.Task(self._serve(request), loop=asyncio.get_running_loop(), eager_start=True)
+        else:
+            task = asyncio.get_running_loop().create_task(self._serve(request))
         self.task = task
         self.site._tasks.add(task)
         task.add_done_callback(self._served)
