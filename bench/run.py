@@ -14,7 +14,10 @@ For each target (``direct``, ``proxy``, ``litellm``), in order:
 1. memory (gateways only): RSS fresh, after 10k and after 100k requests (3 JSON : 1 stream);
 2. non-streaming at fixed concurrency 1, 16, 64 (``wrk`` when installed);
 3. non-streaming at fixed rates (open loop; a rate above the target's own maximum is skipped);
-4. streaming at fixed concurrency: TTFB, inter-chunk delay, events per stream and per HTTP chunk.
+4. streaming at fixed concurrency: TTFB, inter-chunk delay, events per stream and per HTTP chunk;
+
+then direct and proxy alternating in short rounds at concurrency 1 (JSON and streams), so
+that the added latency and TTFB overhead are also measured seconds apart, not minutes.
 
 Each phase records the gateway's CPU time (``/proc/<pid>/stat``), so CPU per request is
 measured, not estimated. Results: ``results.json``, ``report.md`` and ``overhead.png``.
@@ -72,11 +75,13 @@ class Settings:
     memory_marks: tuple[int, ...] = (10_000, 100_000)
     litellm_memory_marks: tuple[int, ...] = (2_000, 10_000)
     memory_concurrency: int = 64
+    paired_rounds: int = 8          # direct and proxy alternating at concurrency 1
+    paired_seconds: float = 2.5     # per target and kind in each round
 
 
 FULL = Settings()
 SMOKE = Settings(duration=0.5, warmup=0.2, rates=(100,), stream_concurrencies=(1, 16), chunks=4,
-                 memory_marks=(500, 2_000), litellm_memory_marks=(200, 500))
+                 memory_marks=(500, 2_000), litellm_memory_marks=(200, 500), paired_rounds=2, paired_seconds=0.3)
 
 
 def proxy_config(ports: Sequence[int]) -> dict[str, Any]:
@@ -198,6 +203,33 @@ class Bench:
                      f"p99 {out['closed'][0]['latency_ms']['p99']:.3f} ms")
         finally:
             proc.stop()
+        return out
+
+    async def bench_paired(self, proxy_port: int) -> dict[str, Any]:
+        """Direct and proxy at concurrency 1 in short alternating rounds (Python generator for both).
+
+        The phases above measure direct and proxy minutes apart; on a shared VM the machine's
+        speed drifts by more than the proxy's overhead in that time. Here each round measures
+        both within seconds, the order alternating, and the figure is the proxy's minus the
+        direct one's in the same round: the median over the rounds is the paired figure.
+        """
+        s = self.settings
+        kinds = {"json": (JSON_BODY, None, "latency_ms"), "stream": (STREAM_BODY, s.chunks + 2, "ttfb_ms")}
+        out: dict[str, Any] = {"rounds": s.paired_rounds, "seconds": s.paired_seconds,
+                               "json": {"added_p50": [], "added_p99": []},
+                               "stream": {"added_p50": [], "added_p99": []}}
+        order = [("direct", self.ports[0]), ("proxy", proxy_port)]
+        for i in range(s.paired_rounds):
+            for kind, (body, events, field) in kinds.items():
+                got: dict[str, dict[str, float]] = {}
+                for name, port in order if i % 2 == 0 else order[::-1]:
+                    target = load.Target("127.0.0.1", port, (body,), expected_events=events)
+                    row = (await load.closed_loop(target, 1, s.paired_seconds)).summary()
+                    got[name] = row["latency_ms"] if field == "latency_ms" else row["stream"][field]
+                for pct in ("p50", "p99"):
+                    out[kind][f"added_{pct}"].append(got["proxy"][pct] - got["direct"][pct])
+            self.say(f"paired round {i + 1}/{s.paired_rounds}: added p50 {out['json']['added_p50'][-1]:.3f} ms, "
+                     f"TTFB overhead p50 {out['stream']['added_p50'][-1]:.3f} ms")
         return out
 
     def start_proxy(self) -> tuple[Process, int]:
@@ -361,6 +393,7 @@ class Bench:
             profiler = self.start_profiler(proxy)
             try:
                 results["targets"]["proxy"] = await self.bench_target("proxy", port, proxy)
+                results["paired"] = await self.bench_paired(port)
             finally:
                 proxy.stop()
                 if profiler is not None:  # py-spy writes its flame graph when the profiled process exits

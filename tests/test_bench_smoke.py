@@ -91,8 +91,15 @@ def test_smoke_run_reports_every_figure(tmp_path: Path, engine: str) -> None:
     assert proxy["memory"]["errors"] == 0
     assert positive(proxy["final_memory"]["peak_rss_mb"])
 
+    paired = results["paired"]  # direct and proxy alternating: one figure per round and kind
+    for kind in ("json", "stream"):
+        for pct in ("p50", "p99"):
+            figures = paired[kind][f"added_{pct}"]
+            assert len(figures) == settings["paired_rounds"] and all(math.isfinite(f) for f in figures)
+
     report = (tmp_path / "report.md").read_text()
-    for heading in ("## Against the targets", "## Non-streaming, fixed concurrency", "## Non-streaming, fixed rate",
+    assert f"(median of {settings['paired_rounds']} paired rounds)" in report.split("## Against the targets")[1]
+    for heading in ("## Paired rounds", "## Against the targets", "## Non-streaming, fixed concurrency", "## Non-streaming, fixed rate",
                     "## Streaming", "## Memory", "## The load generator's own ceiling"):
         assert heading in report
     for name in ("direct", "proxy"):
