@@ -124,13 +124,13 @@ async def serve(env) -> AsyncIterator:
         yield start
 
 
-async def serve_proxy_and_log(serve, tmp_path: Path, **sections: object) -> str:
+async def serve_proxy_and_log(serve, tmp_path: Path, *flags: str, **sections: object) -> str:
     """Serve the proxy at DEBUG in front of a keyed fake, send one plain and one streamed
     request with a client key, stop with SIGTERM (exit 0); return the server's log."""
     provider_key, client_key = "sk-provider-cli-8d41f0e7", "sk-client-cli-c3a99b12"
     async with FakeProvider("a", api_key=provider_key) as a:
         path = write_config(tmp_path / "proxy.yaml", [entry(a)], **sections)
-        server = await serve("--approach", "proxy", "--proxy-config", str(path), "--log-level", "DEBUG")
+        server = await serve("--approach", "proxy", "--proxy-config", str(path), "--log-level", "DEBUG", *flags)
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{server.url}/health") as resp:
                 body = await resp.json()
@@ -155,6 +155,15 @@ async def test_served_proxy_answers_logs_routing_without_keys_and_stops_on_sigte
     log = await serve_proxy_and_log(serve, tmp_path, monitoring={"log_level": "DEBUG"})
     assert "approach=proxy" in log
     assert "route model=gpt-4" in log and "plan=['a']" in log  # the routing decision
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_no_fast_path_serves_chat_through_aiohttp(serve, tmp_path: Path, fast: bool) -> None:
+    log = await serve_proxy_and_log(serve, tmp_path, *(() if fast else ("--no-fast-path",)))
+    # the access log (on at DEBUG) says which server answered each chat request
+    lines = [line for line in log.splitlines() if '"POST /v1/chat/completions HTTP/1.1" 200' in line]
+    assert len(lines) == 2, log
+    assert all(("(fast path)" in line) == fast for line in lines), lines
 
 
 async def test_log_level_debug_alone_logs_the_routing_decision(serve, tmp_path: Path) -> None:
