@@ -45,7 +45,8 @@ class Relay:
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
-        self.text = ""            # content of choice 0 already sent to the client
+        self._text: list[str] = []  # content of choice 0 already sent to the client, in pieces
+        self._restart = ""        # restart mode: the text the new answer must repeat first
         self.sent = False         # anything at all reached the client
         self.finished = False     # a finish_reason was relayed
         self.done = False         # [DONE] was relayed
@@ -54,16 +55,26 @@ class Relay:
         self.broken: str | None = None   # why the first stream broke
         self.continuing = False   # the current attempt continues an answer already started
 
+    @property
+    def text(self) -> str:
+        """The content of choice 0 sent so far (joined when asked: appending stays linear)."""
+        parts = self._text
+        if len(parts) > 1:
+            parts[:] = ["".join(parts)]
+        return parts[0] if parts else ""
+
     def request_for(self, provider: Provider, mapped: str, prefill: bool) -> bytes:
         """The body to send: the original, or a continuation with the partial answer as prefill."""
         body = self.body if mapped == self.body["model"] else {**self.body, "model": mapped}
         self.skip = 0
         self.continuing = self.sent
-        if self.sent and self.text:
+        text = self.text
+        if self.sent and text:
             if prefill:
-                body = {**body, "messages": [*body["messages"], {"role": "assistant", "content": self.text}]}
+                body = {**body, "messages": [*body["messages"], {"role": "assistant", "content": text}]}
             else:
-                self.skip = len(self.text)
+                self.skip = len(text)
+                self._restart = text
         return orjson.dumps(body)
 
     def accept(self, payload: bytes, prefilled: bool) -> bytes | None:
@@ -95,7 +106,7 @@ class Relay:
                     if self.skip:
                         content = self._skip(content, delta)
                         rewritten = True
-                    self.text += content
+                    self._text.append(content)
                 elif self.continuing and not choice.get("finish_reason") and len(choices) == 1:
                     return None  # the role-only opening chunk of a continuation
             if choice.get("finish_reason"):
@@ -110,7 +121,8 @@ class Relay:
 
     def _skip(self, content: str, delta: dict[str, Any]) -> str:
         """Drop the part of a restarted answer the client already has; check it matches."""
-        already = self.text[len(self.text) - self.skip:]
+        restart = self._restart
+        already = restart[len(restart) - self.skip:]
         take = min(len(content), self.skip)
         if content[:take] != already[:take]:
             raise Diverged("the restarted answer diverged from what was already sent")

@@ -284,3 +284,34 @@ async def test_a_middleware_turns_the_fast_path_off(tmp_path, isolated_env, capl
                 status, headers, _raw = await w.response()
     assert status == 200 and headers["x-stamped"] == "yes"
     assert "fast path off (the application has middlewares)" in caplog.text
+
+
+async def test_a_client_that_reads_slowly_gets_a_long_stream_whole(served) -> None:
+    """Back-pressure: ~10 MB of events wait for a client that stops reading; nothing is lost."""
+    host, a = served
+    words = [f"{i:06d}" + "x" * 1500 for i in range(6000)]
+    a.answer = " ".join(words)
+    async with wire(host.port) as w:
+        w.writer.write(post(STREAM_BODY))
+        await w.writer.drain()
+        head = await asyncio.wait_for(w.reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        await asyncio.sleep(0.3)  # the client stops reading: buffers fill, the proxy must wait for it
+        body = b""
+        while not body.endswith(b"\r\n0\r\n\r\n"):
+            piece = await asyncio.wait_for(w.reader.read(256 * 1024), 10)
+            assert piece, "the proxy closed the stream before its end"
+            body += piece
+    assert content(_dechunk(body)) == a.answer
+
+
+def _dechunk(body: bytes) -> bytes:
+    """The payload of a chunked HTTP body."""
+    out, pos = [], 0
+    while True:
+        end = body.index(b"\r\n", pos)
+        size = int(body[pos:end], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(body[end + 2:end + 2 + size])
+        pos = end + 2 + size + 2
