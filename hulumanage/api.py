@@ -32,11 +32,13 @@ def resolve_chain(data: dict[str, Any], approaches: dict[str, Any], default: str
     model = data["model"]
     head, sep, rest = model.partition("-")
     prefix: tuple[str, ...] = ()
-    if sep and rest:
+    if sep and rest and (head in approaches or "&" in head):
         parts = tuple(head.split("&"))
         if all(p in approaches for p in parts):
             prefix = parts
             data["model"] = rest
+    if not prefix and "hulumanage_approach" not in data:
+        return (default,)  # the server's default: checked at startup
     selected = data.get("hulumanage_approach")
     if selected is not None:
         if not isinstance(selected, str) or not selected.strip():

@@ -49,9 +49,10 @@ def validate_request(data: Any) -> None:
             raise _fail(f"messages[{i}]", f"messages[{i}] must be an object, got {type(message).__name__}")
         if not isinstance(message.get("role"), str):
             raise _fail(f"messages[{i}].role", f"messages[{i}].role is required and must be a string")
-    for name, (types, label) in FIELD_TYPES.items():
-        if name in data and data[name] is not None:
-            value = data[name]
+    for name, value in data.items():  # the request's few fields, not every known one
+        spec = FIELD_TYPES.get(name)
+        if spec is not None and value is not None:
+            types, label = spec
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 raise _fail(name, f"'{name}' must be {label}, got {type(value).__name__}")
     n = data.get("n")

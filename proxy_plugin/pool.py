@@ -8,7 +8,6 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -65,33 +64,9 @@ class Pool:
 
     # -- admission -----------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def admission(self) -> AsyncIterator[None]:
-        """Hold one of ``queue.max_concurrent`` places, waiting at most ``queue.timeout``."""
-        queue = self._queue
-        if queue.locked():
-            try:
-                async with asyncio.timeout(self.config.queue.timeout):
-                    await queue.acquire()
-            except TimeoutError:
-                self.rejected += 1
-                limit = self.config.queue.max_concurrent
-                raise ProxyError(
-                    503,
-                    f"the proxy is at capacity: {limit} requests in flight and no place freed within "
-                    f"{self.config.queue.timeout:g}s; retry later or raise queue.max_concurrent",
-                    "server_error", "queue_full", {"Retry-After": "1"},
-                ) from None
-        else:
-            await queue.acquire()
-        self.in_flight += 1
-        self.requests += 1
-        self.budget.request()
-        try:
-            yield
-        finally:
-            queue.release()
-            self.in_flight -= 1
+    def admission(self) -> _Admission:
+        """Hold one of ``queue.max_concurrent`` places, waiting at most ``queue.timeout`` (``async with``)."""
+        return _Admission(self)
 
     # -- planning ------------------------------------------------------------------
 
@@ -171,6 +146,41 @@ class Pool:
                 return None, RawResponse(200, body, {"Content-Type": "application/json"})
             return Outcome(Failure.BAD_RESPONSE, 200, "200 with a body that is not a JSON completion"), None
         return Outcome.of_status(status, body, headers), None
+
+
+class _Admission:
+    """``async with pool.admission():`` a place in the queue for the block (a plain object, not a generator)."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    async def __aenter__(self) -> None:
+        pool = self.pool
+        queue = pool._queue
+        if queue.locked():
+            try:
+                async with asyncio.timeout(pool.config.queue.timeout):
+                    await queue.acquire()
+            except TimeoutError:
+                pool.rejected += 1
+                limit = pool.config.queue.max_concurrent
+                raise ProxyError(
+                    503,
+                    f"the proxy is at capacity: {limit} requests in flight and no place freed within "
+                    f"{pool.config.queue.timeout:g}s; retry later or raise queue.max_concurrent",
+                    "server_error", "queue_full", {"Retry-After": "1"},
+                ) from None
+        else:
+            await queue.acquire()
+        pool.in_flight += 1
+        pool.requests += 1
+        pool.budget.request()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.pool._queue.release()
+        self.pool.in_flight -= 1
 
 
 def _is_completion(body: bytes) -> bool:

@@ -36,8 +36,9 @@ class Weighted:
         keyed = []
         for p in providers:
             w = p.config.weight
-            keyed.append((rng.random() ** (1.0 / w) if w > 0 else -rng.random(), p.index, p))
-        keyed.sort(key=lambda t: (t[0], -t[1]), reverse=True)
+            # (key, -index): highest key first, then config order; indexes differ, so providers are never compared
+            keyed.append((rng.random() ** (1.0 / w) if w > 0 else -rng.random(), -p.index, p))
+        keyed.sort(reverse=True)
         return [p for _, _, p in keyed]
 
 
