@@ -10,12 +10,13 @@ aiohttp application, which then keeps it. Both share one function for the reques
 meaning (:func:`hulumanage.api.chat_reply`), so the answers are the same.
 
 The fast path turns itself off when the application could observe the difference: a
-middleware, an ``on_response_prepare`` signal, or a plugin route in front of the host's.
-``--no-fast-path`` turns it off by hand.
+middleware or an ``on_response_prepare`` signal (a plugin cannot route the hot paths
+elsewhere: aiohttp refuses a second POST route on a path). ``--no-fast-path`` turns it
+off by hand. On Python 3.12+ a request's task starts eagerly, in the loop turn that read it.
 
 HTTP/1.1 as served here: keep-alive (idle connections closed after ``KEEPALIVE`` seconds),
 ``Connection: close``, ``Expect: 100-continue``, Content-Length and chunked request bodies
-up to the application's ``client_max_size`` (413 beyond), request heads up to ``MAX_HEAD``
+up to ``MAX_BODY`` (64 MiB, the aiohttp app's ``client_max_size`` too; 413 beyond), request heads up to ``MAX_HEAD``
 bytes (431 beyond), malformed requests answered 400 and closed, pipelined requests answered
 in order (one that is not the hot route, arriving in the same packet as the one before it,
 closes the connection after the answers before it: RFC 9112 9.3.2 lets a server do that, and
