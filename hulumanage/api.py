@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, NamedTuple
 
@@ -13,7 +14,7 @@ from hulumanage.compose import layer_client
 from hulumanage.errors import ApiError, error_payload
 from hulumanage.keys import APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.plugins import settle
-from hulumanage.results import DONE, completion_body, is_stream, sse_stream
+from hulumanage.results import completion_body, is_stream, sse_writes
 from hulumanage.validate import validate_request
 
 logger = logging.getLogger(__name__)
@@ -23,8 +24,8 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 
 def error_response(exc: BaseException) -> web.Response:
     """An OpenAI-shaped JSON error response for ``exc``."""
-    status, payload, headers = error_payload(exc)
-    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers)
+    status, body, headers = error_reply(exc)
+    return web.Response(status=status, body=body, headers=headers)
 
 
 def resolve_chain(data: dict[str, Any], approaches: dict[str, Any], default: str) -> tuple[str, ...]:
@@ -165,16 +166,9 @@ async def _stream(request: web.Request, first: Any, iterator: Any) -> web.Stream
     response = web.StreamResponse(status=200, headers=SSE_HEADERS)
     try:
         await response.prepare(request)
-        held = b""  # [DONE] goes out with the end of the body: one write, one packet
-        async for part in sse_stream(first, iterator):
-            if held:
-                await response.write(held)
-                held = b""
-            if part == DONE:
-                held = part
-            else:
-                await response.write(part)
-        await response.write_eof(held)
+        async with contextlib.aclosing(sse_writes(first, iterator)) as writes:
+            async for part, last in writes:
+                await (response.write_eof(part) if last else response.write(part))
     except (ConnectionResetError, OSError):
         logger.info("client went away during a stream")
     finally:

@@ -41,7 +41,7 @@ from aiohttp import web
 
 from hulumanage import api
 from hulumanage.app import MAX_BODY
-from hulumanage.results import DONE, sse_stream
+from hulumanage.results import sse_writes
 
 logger = logging.getLogger(__name__)
 
@@ -343,23 +343,19 @@ class FastConnection(asyncio.Protocol):
             access.info('%s "POST %s HTTP/1.1" %d (fast path)', peer[0] if peer else "-", request.path.decode(), status)
 
     async def _stream(self, reply: api.Streamed, close: bytes) -> None:
-        """Relay the stream: one write per event, the head with the first, ``[DONE]`` with the end."""
+        """Relay the stream: one write per event (``results.sse_writes``), the head with the first."""
         head = SSE_HEAD + close + _date() + b"\r\n"
-        held = b""
         try:
-            async with contextlib.aclosing(sse_stream(reply.first, reply.rest)) as parts:
-                async for part in parts:
-                    if held:
-                        self._write(b"%x\r\n%b\r\n" % (len(held), held))
-                        held = b""
-                    if part == DONE:
-                        held = part
-                        continue
-                    self._write(head + b"%x\r\n%b\r\n" % (len(part), part))
+            async with contextlib.aclosing(sse_writes(reply.first, reply.rest)) as writes:
+                async for part, last in writes:
+                    chunk = b"%x\r\n%b\r\n" % (len(part), part) if part else b""
+                    if last:
+                        self._write(head + chunk + b"0\r\n\r\n")
+                        break
+                    self._write(head + chunk)
                     head = b""
                     if self.write_paused:
                         await self._drained()
-            self._write(head + (b"%x\r\n%b\r\n0\r\n\r\n" % (len(held), held) if held else b"0\r\n\r\n"))
         finally:
             await api.close_stream(reply.rest)
 

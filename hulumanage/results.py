@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -70,3 +71,22 @@ async def sse_stream(first: Any, rest: AsyncIterator[Any]) -> AsyncGenerator[byt
         return
     if not raw:
         yield DONE
+
+
+async def sse_writes(first: Any, rest: AsyncIterator[Any]) -> AsyncGenerator[tuple[bytes, bool], None]:
+    """The SSE body of a stream as writes, ``(bytes, last)``, for a server to put on the wire.
+
+    One write per event, except ``[DONE]``: it is held back and goes out with the end of
+    the body (one write, one packet). The last write may be empty; no other one is.
+    """
+    held = b""
+    async with contextlib.aclosing(sse_stream(first, rest)) as parts:
+        async for part in parts:
+            if held:
+                yield held, False
+                held = b""
+            if part == DONE:
+                held = part
+            elif part:
+                yield part, False
+    yield held, True
