@@ -14,9 +14,7 @@ import aiohttp
 import orjson
 
 from proxy_plugin.attempts import Attempts, Outcome, RetryBudget
-from proxy_plugin.classify import (
-    Failure,
-)
+from proxy_plugin.classify import Failure
 from proxy_plugin.config import ProxyConfig
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider

@@ -14,9 +14,7 @@ from typing import Any
 import orjson
 
 from proxy_plugin.attempts import MAX_ERROR_BODY, Attempts, Outcome
-from proxy_plugin.classify import (
-    Failure,
-)
+from proxy_plugin.classify import Failure
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.pool import Pool
 from proxy_plugin.provider import Provider
@@ -252,11 +250,12 @@ async def _attempt(
         yield first
         idle = timeouts.idle or timeouts.request
         loop_time = asyncio.get_running_loop().time
+        last_read = loop_time() + (attempt_deadline - time.monotonic())  # the attempt's deadline on the loop's clock
         assert conn is not None
         try:
             while not relay.done:
                 # the connection's own read deadline: a timer only when a read has to wait
-                conn.read_deadline = loop_time() + min(idle, attempt_deadline - time.monotonic())
+                conn.read_deadline = min(loop_time() + idle, last_read)
                 data = await anext(events, None)
                 if data is None:
                     break
