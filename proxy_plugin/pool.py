@@ -125,9 +125,9 @@ class Pool:
         started = time.monotonic()
         conn: Connection | None = None
         try:
-            async with asyncio.timeout(limit):
-                conn = await self.client.send(provider.endpoint, payload, timeouts.connect)
-                body = await conn.read()
+            deadline = asyncio.get_running_loop().time() + limit
+            conn = await self.client.send(provider.endpoint, payload, timeouts.connect, deadline)
+            body = await conn.read()
             status = conn.status
             headers = conn.headers
         except Exception as exc:  # classified, re-raised when not a transport failure

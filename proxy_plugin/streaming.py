@@ -217,21 +217,22 @@ async def _attempt(
     if left is not None:
         attempt_deadline = min(attempt_deadline, started + left)
     first_limit = min(timeouts.first_token or timeouts.request, attempt_deadline - started)
+    loop_time = asyncio.get_running_loop().time
     conn: Connection | None = None
     events: AsyncGenerator[bytes, None] | None = None
     try:
         try:
-            async with asyncio.timeout(first_limit):
-                conn = await pool.client.send(provider.endpoint, payload, timeouts.connect)
-                if conn.status != 200:
-                    body = await conn.read(MAX_ERROR_BODY)
-                    raise _Failed(Outcome.of_status(conn.status, body, conn.headers))
-                events = data_events(conn)
-                first = None
-                async for data in events:
-                    first = relay.accept(data, prefilled)
-                    if first is not None:
-                        break
+            # the first token's deadline bounds connecting, the headers and every read up to the first event
+            conn = await pool.client.send(provider.endpoint, payload, timeouts.connect, loop_time() + first_limit)
+            if conn.status != 200:
+                body = await conn.read(MAX_ERROR_BODY)
+                raise _Failed(Outcome.of_status(conn.status, body, conn.headers))
+            events = data_events(conn)
+            first = None
+            async for data in events:
+                first = relay.accept(data, prefilled)
+                if first is not None:
+                    break
         except (_Failed, Diverged):
             raise
         except StreamBroken as exc:
@@ -249,7 +250,6 @@ async def _attempt(
         relay.sent = True
         yield first
         idle = timeouts.idle or timeouts.request
-        loop_time = asyncio.get_running_loop().time
         last_read = loop_time() + (attempt_deadline - time.monotonic())  # the attempt's deadline on the loop's clock
         assert conn is not None
         try:

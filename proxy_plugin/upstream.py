@@ -360,8 +360,16 @@ class UpstreamClient:
             tls = self._ssl
         return Endpoint((scheme, host, port), host, port, tls, head)
 
-    async def send(self, endpoint: Endpoint, payload: bytes, connect_timeout: float | None) -> Connection:
+    async def send(
+        self, endpoint: Endpoint, payload: bytes, connect_timeout: float | None, deadline: float | None = None,
+    ) -> Connection:
         """POST ``payload``; returns once the response headers are in.
+
+        ``deadline`` (the loop's clock, None: none) bounds the whole exchange up to the
+        headers, connecting included, and stays the connection's ``read_deadline`` for
+        the body until the caller moves it; passing it raises ``TimeoutError``. It takes
+        the place of an ``asyncio.timeout()`` around the call: no task cancellation, and a
+        timer only while a read actually waits.
 
         The caller reads the body from the returned connection and hands it back with
         :meth:`release` (or :meth:`release_streamed`), whatever happened.
@@ -374,13 +382,15 @@ class UpstreamClient:
         conn = self._take_idle(endpoint.origin)
         if conn is not None:
             conn._reset()
+            conn.read_deadline = deadline
             try:
                 return await self._exchange(conn, endpoint, payload)
             except Disconnected:
                 if conn.answered:
                     raise
                 self.stale += 1
-        conn = await self._connect(endpoint, connect_timeout)
+        conn = await self._connect(endpoint, connect_timeout, deadline)
+        conn.read_deadline = deadline
         return await self._exchange(conn, endpoint, payload)
 
     @staticmethod
@@ -457,12 +467,17 @@ class UpstreamClient:
             conn.close()
         return None
 
-    async def _connect(self, endpoint: Endpoint, timeout: float | None) -> Connection:
+    async def _connect(self, endpoint: Endpoint, timeout: float | None, deadline: float | None) -> Connection:
         loop = asyncio.get_running_loop()
         origin = endpoint.origin
         sock: socket.socket | None = None
+        limit = timeout
+        if deadline is not None:
+            left = max(0.0, deadline - loop.time())
+            if limit is None or left < limit:
+                limit = left
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(limit):
                 infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
                 # every address, IPv6 and IPv4 interleaved, a new attempt every 250 ms (RFC 8305):
                 # a host whose first address does not answer still connects promptly
@@ -474,6 +489,8 @@ class UpstreamClient:
         except BaseException as exc:
             if sock is not None:
                 sock.close()
+            if isinstance(exc, TimeoutError) and limit != timeout:
+                raise TimeoutError() from None  # the caller's deadline, not the connect timeout
             failed = _connect_error(exc, timeout)
             if failed is None:
                 raise

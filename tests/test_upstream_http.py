@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import ssl
 import subprocess
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -439,3 +440,48 @@ async def test_a_provider_named_by_host_name_is_resolved_and_connected(upstream,
         assert await ask(client, True) == ANSWER
     assert server.headers[0]["Host"] == f"localhost:{server.port}"
     assert (await health(http, host))["proxy"]["upstream_connections"]["opened"] == 1
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[str]:
+    """A URL whose TCP connect never completes: a listener whose backlog is full drops new SYNs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+@pytest.mark.parametrize(("stream", "timeouts", "what"), [
+    (False, {"connect": 0.2, "request": 5}, "connect timeout (0.2s)"),
+    (False, {"connect": 5, "request": 0.2}, "timeout"),
+    (True, {"connect": 0.2, "request": 5, "first_token": 5}, "connect timeout (0.2s)"),
+    (True, {"connect": 5, "request": 5, "first_token": 0.2}, "no first token in time"),
+    (True, {"connect": 5, "request": 0.2, "first_token": None}, "no first token in time"),
+], ids=["json-connect", "json-request", "stream-connect", "stream-first-token", "stream-request"])
+async def test_a_connect_that_never_completes_is_bounded_by_the_nearest_timeout(
+    fakes, proxy, http, stream: bool, timeouts: dict[str, Any], what: str,
+) -> None:
+    (b,) = await fakes("b", answer=ANSWER)
+    with unanswered_port() as url:
+        host = await proxy([{"name": "a", "base_url": url}, entry(b)], routing=FAILOVER, retries=NO_RETRY,
+                           timeouts=timeouts)
+        async with host.client() as client:
+            started = asyncio.get_running_loop().time()
+            assert await ask(client, stream) == ANSWER
+            assert asyncio.get_running_loop().time() - started < 3  # not the 5 s the other timeouts allow
+        view = (await health(http, host))["proxy"]["providers"]["a"]
+        assert view["failures"] == 1
+        assert view["last_error"] == what
