@@ -20,31 +20,51 @@ async def data_events(content: Readable) -> AsyncGenerator[bytes, None]:
 
     Reads whatever the network delivered (one await per read, not per line) and yields
     the events in it one by one, never coalesced. Comments and other fields are
-    dropped. A final event without its blank line is still yielded at EOF.
+    dropped. A final event without its blank line is still yielded at EOF. An event
+    that spans many reads is kept as a list of pieces and joined once, when its end
+    arrives: linear in its size, however many reads it takes.
     """
-    buf = b""
+    buf = b""                   # the start of an unfinished event, when it came in one read
+    pieces: list[bytes] = []    # an unfinished event that spans reads
+    cr = b""                    # a CR that ended the last read (its LF may start the next)
     readany = content.readany
     while True:
         chunk = await readany()
         if not chunk:
-            if buf.strip():
-                payload = _payload(buf.rstrip(b"\n"))
+            rest = b"".join(pieces) + cr if pieces else buf + cr
+            if rest.strip():
+                payload = _payload(rest.replace(b"\r\n", b"\n").rstrip(b"\r\n"))
                 if payload is not None:
                     yield payload
             return
-        buf = buf + chunk if buf else chunk
-        if b"\r" in buf:
-            buf = buf.replace(b"\r\n", b"\n")
+        if cr:
+            chunk, cr = cr + chunk, b""
+        if b"\r" in chunk:
+            if chunk[-1:] == b"\r":
+                chunk, cr = chunk[:-1], b"\r"
+            chunk = chunk.replace(b"\r\n", b"\n")
+            if not chunk:
+                continue
+        if buf:
+            pieces.append(buf)
+            buf = b""
+        if pieces:
+            if b"\n\n" not in chunk and not (chunk[:1] == b"\n" and pieces[-1][-1:] == b"\n"):
+                pieces.append(chunk)
+                continue
+            pieces.append(chunk)
+            chunk = b"".join(pieces)
+            pieces.clear()
         start = 0
         while True:
-            end = buf.find(b"\n\n", start)
+            end = chunk.find(b"\n\n", start)
             if end < 0:
                 break
-            payload = _payload(buf[start:end])
+            payload = _payload(chunk[start:end])
             start = end + 2
             if payload is not None:
                 yield payload
-        buf = buf[start:]
+        buf = chunk[start:]
 
 
 def _payload(block: bytes) -> bytes | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import socket
 import ssl
@@ -276,6 +277,27 @@ async def test_large_answers_are_relayed_whole(upstream, proxy, stream: bool) ->
         assert await ask(client, stream) == ("".join(pieces) if stream else big)
         assert await ask(client, stream) == ("".join(pieces) if stream else big)
     assert server.connections == 1
+
+
+async def test_events_split_anywhere_across_reads_are_reassembled(upstream, proxy) -> None:
+    # CRLF line endings; an event's CR and LF in different writes; one 3 MB event in 64 KB writes
+    words = ["first ", "z" * 3_000_000, " last"]
+    body = b"".join(stream_events(words)).replace(b"\n", b"\r\n")
+    cuts = sorted({*range(0, len(body), 65_536), *(m.end() for m in re.finditer(rb"\r", body)), len(body)})
+
+    async def split(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for start, end in zip(cuts, cuts[1:]):
+            await response.write(body[start:end])
+            await asyncio.sleep(0.001)  # each write its own read on the proxy's side
+        await response.write_eof()
+        return response
+
+    server = await upstream(split)
+    host = await proxy([{"name": "a", "base_url": server.url()}], routing=FAILOVER)
+    async with host.client() as client:
+        assert await ask(client, True) == "".join(words)
 
 
 # -- raw bytes -------------------------------------------------------------------------
