@@ -52,6 +52,8 @@ KEEPALIVE = 75.0              # seconds an idle keep-alive connection stays open
 MAX_HEAD = 64 * 1024          # bytes of request line and headers
 EAGER = sys.version_info >= (3, 12)  # asyncio.Task(eager_start=True)
 PAUSE_AT = 4                  # pipelined requests waiting before reading pauses
+STOP_POLL = 0.05             # seconds between looks at aiohttp's requests while stopping
+STOP_MOMENT = 0.05           # seconds aiohttp's own shutdown gets once the grace is over
 SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
             b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -94,20 +96,23 @@ def hot_route_problem(app: web.Application) -> str | None:
 class FastSite(web.BaseSite):
     """A TCP site whose connections start on the fast path (``web.TCPSite`` otherwise alike).
 
-    ``sock``: serve an already bound socket instead of ``host``/``port``.
+    ``sock``: serve an already bound socket instead of ``host``/``port``. ``fast=False``:
+    every request goes to aiohttp (``--no-fast-path``), with this site's graceful stop.
     """
 
-    __slots__ = ("_access_log", "_connections", "_grace", "_host", "_port", "_sock", "_tasks")
+    __slots__ = ("_access_log", "_connections", "_fast", "_grace", "_host", "_port", "_sock", "_tasks")
 
     def __init__(
         self, runner: web.BaseRunner, host: str | None = None, port: int | None = None, *,
         sock: Any = None, backlog: int = 128, access_log: logging.Logger | None = None, grace: float | None = None,
+        fast: bool = True,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._sock = sock
         self._access_log = access_log
+        self._fast = fast
         self._connections: set[FastConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._grace: float = grace if grace is not None else getattr(runner, "_shutdown_timeout", 60.0)
@@ -121,7 +126,10 @@ class FastSite(web.BaseSite):
         loop = asyncio.get_running_loop()
         runner = self._runner
         app = getattr(runner, "app", None)
-        problem = hot_route_problem(app) if app is not None else "the runner has no application"
+        if not self._fast:
+            problem: str | None = "turned off by hand"
+        else:
+            problem = hot_route_problem(app) if app is not None else "the runner has no application"
         if problem is None:
             factory: Any = self._connection
         else:
@@ -136,18 +144,51 @@ class FastSite(web.BaseSite):
         return FastConnection(self)
 
     async def stop(self) -> None:
-        """Stop listening, let fast requests in flight finish within the runner's grace, close the rest."""
+        """Stop listening; requests in flight, here and on aiohttp, get one grace to finish.
+
+        aiohttp's own shutdown (``runner.cleanup``, which calls this first) waits up to its
+        timeout for a request, then cancels it and waits up to that timeout again. So the
+        waiting is done here, for both servers at once, until the grace runs out; what is
+        still running then is cancelled, and aiohttp's shutdown is left only a moment.
+        """
         await super().stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._grace
         for conn in list(self._connections):
             conn.close_when_idle()
-        if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=self._grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        runner = self._runner
+        while (left := deadline - loop.time()) > 0:
+            aiohttp_busy = _aiohttp_busy(runner)
+            if not self._tasks and not aiohttp_busy:
+                break
+            step = min(left, STOP_POLL) if aiohttp_busy else left
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=step, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(step)
+        pending = [task for task in self._tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
         for conn in list(self._connections):
             conn.abort()
+        if isinstance(getattr(runner, "_shutdown_timeout", None), int | float):  # aiohttp's sites set it alike
+            # aiohttp reads 0 as "no limit": a moment, or half the rest when its requests could not be seen
+            left = max(0.0, deadline - loop.time())
+            runner._shutdown_timeout = STOP_MOMENT if _aiohttp_busy(runner) is not None else max(STOP_MOMENT, left / 2)
+
+
+def _aiohttp_busy(runner: web.BaseRunner) -> bool | None:
+    """Whether aiohttp is serving a request on this runner (None: cannot tell)."""
+    server = getattr(runner, "server", None)
+    handlers = getattr(server, "connections", None)
+    if handlers is None:
+        return None
+    try:
+        return any(handler._request_in_progress for handler in handlers)
+    except AttributeError:  # a future aiohttp: its own shutdown timeout applies
+        return None
 
 
 class _Request:

@@ -28,10 +28,7 @@ async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
     except BaseException:
         await runner.cleanup()  # close what started before the failure (the host's HTTP session)
         raise
-    if options.fast_path:
-        site: web.BaseSite = FastSite(runner, options.host, options.port, access_log=access_log)
-    else:
-        site = web.TCPSite(runner, options.host, options.port)
+    site = FastSite(runner, options.host, options.port, access_log=access_log, fast=options.fast_path)
     try:
         await site.start()
     except OSError as exc:

@@ -66,7 +66,7 @@ async def run_host(*argv: str, environ: Mapping[str, str] | None = None, middlew
     runner = web.AppRunner(app, shutdown_timeout=2, handler_cancellation=True)
     await runner.setup()
     port = free_port()
-    site = FastSite(runner, "127.0.0.1", port) if options.fast_path else web.TCPSite(runner, "127.0.0.1", port)
+    site = FastSite(runner, "127.0.0.1", port, fast=options.fast_path)
     await site.start()
     try:
         yield Host(app, runner, port)

@@ -117,6 +117,42 @@ async def test_sigterm_with_an_open_stream_relayed_from_a_provider_exits_cleanly
         assert noise not in server.log, server.log
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "no-fast-path"])
+async def test_sigterm_grace_is_one_budget_for_every_request_in_flight(serve, tmp_path: Path, fast: bool) -> None:
+    # two requests slower than the grace (one on the fast path, one on aiohttp: a query string sends
+    # it there) and one on aiohttp that ends within it: that one is answered, and the process stops
+    # about one grace after the signal (aiohttp alone would wait the grace, cancel, wait it again)
+    grace = 1.5
+    async with FakeProvider("a", answer=ANSWER) as a:
+        a.script(ok(latency=30), ok(latency=30), ok(latency=0.8))
+        path = write_config(tmp_path / "proxy.yaml", [entry(a)])
+        flags = () if fast else ("--no-fast-path",)
+        server = await serve("--approach", "proxy", "--proxy-config", str(path), "--grace", str(grace), *flags)
+        body = {"model": "gpt-4", "messages": USER}
+        async with aiohttp.ClientSession() as session:
+
+            async def post(query: str) -> tuple[int, dict]:
+                async with session.post(f"{server.url}/v1/chat/completions{query}", json=body) as resp:
+                    return resp.status, await resp.json()
+
+            requests = []
+            for count, query in enumerate(("", "?via=aiohttp", "?via=aiohttp"), 1):
+                requests.append(asyncio.create_task(post(query)))
+                await a.wait_for_requests(count, chat_only=True)
+            server.signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            code = await server.wait()
+            stopped = time.monotonic() - signalled
+            hung_fast, hung_aiohttp, quick = await asyncio.gather(*requests, return_exceptions=True)
+    assert code == 0, server.log
+    assert grace <= stopped < grace + 0.6, f"took {stopped:.2f}s to stop with --grace {grace}"
+    assert not isinstance(quick, BaseException), quick
+    assert quick[0] == 200 and quick[1]["choices"][0]["message"]["content"] == ANSWER
+    assert isinstance(hung_fast, aiohttp.ClientError) and isinstance(hung_aiohttp, aiohttp.ClientError)
+    for noise in NOISE:
+        assert noise not in server.log, server.log
+
+
 # -- SIGHUP ----------------------------------------------------------------------------------------
 
 
