@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import shutil
 import socket
@@ -288,7 +289,7 @@ async def test_events_split_anywhere_across_reads_are_reassembled(upstream, prox
     async def split(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for start, end in zip(cuts, cuts[1:]):
+        for start, end in itertools.pairwise(cuts):
             await response.write(body[start:end])
             await asyncio.sleep(0.001)  # each write its own read on the proxy's side
         await response.write_eof()
