@@ -17,7 +17,9 @@ off by hand. On Python 3.12+ a request's task starts eagerly, in the loop turn t
 HTTP/1.1 as served here: keep-alive (idle connections closed after ``KEEPALIVE`` seconds),
 ``Connection: close``, ``Expect: 100-continue``, Content-Length and chunked request bodies
 up to ``MAX_BODY`` (64 MiB, the aiohttp app's ``client_max_size`` too; 413 beyond), request heads up to ``MAX_HEAD``
-bytes (431 beyond), malformed requests answered 400 and closed, pipelined requests answered
+bytes (431 beyond), a request read too slowly answered 408 and closed (its head not in within
+``REQUEST_READ`` seconds of its first byte, or its body pausing longer: a client that stalls
+mid-request cannot hold a connection), malformed requests answered 400 and closed, pipelined requests answered
 in order (one that is not the hot route, arriving in the same packet as the one before it,
 closes the connection after the answers before it: RFC 9112 9.3.2 lets a server do that, and
 a pipelining client retries on a new connection). A client that goes away cancels its
@@ -49,11 +51,12 @@ HOT_PATHS = ("/v1/chat/completions", "/chat/completions")
 HOT_URLS = tuple(path.encode() for path in HOT_PATHS)
 HOT_LINES = tuple(b"POST " + url + b" HTTP/1.1\r\n" for url in HOT_URLS)
 KEEPALIVE = 75.0              # seconds an idle keep-alive connection stays open (aiohttp's default)
+REQUEST_READ = 60.0           # seconds for a request's head from its first byte, and between reads of its body
 MAX_HEAD = 64 * 1024          # bytes of request line and headers
 EAGER = sys.version_info >= (3, 12)  # asyncio.Task(eager_start=True)
 PAUSE_AT = 4                  # pipelined requests waiting before reading pauses
-STOP_POLL = 0.05             # seconds between looks at aiohttp's requests while stopping
-STOP_MOMENT = 0.05           # seconds aiohttp's own shutdown gets once the grace is over
+STOP_POLL = 0.05              # seconds between looks at aiohttp's requests while stopping
+STOP_MOMENT = 0.05            # seconds aiohttp's own shutdown gets once the grace is over
 SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
             b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -194,10 +197,11 @@ def _aiohttp_busy(runner: web.BaseRunner) -> bool | None:
 class _Request:
     """One parsed request on the fast path."""
 
-    __slots__ = ("authorization", "body", "keep_alive", "path", "refused", "size")
+    __slots__ = ("authorization", "body", "head_done", "keep_alive", "path", "refused", "size")
 
     def __init__(self) -> None:
         self.path = b""
+        self.head_done = False
         self.authorization = ""
         self.body: list[bytes] = []
         self.size = 0
@@ -222,7 +226,8 @@ class FastConnection(asyncio.Protocol):
         self.paused_reading = False
         self.drain: asyncio.Future[None] | None = None
         self.write_paused = False
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None  # keep-alive idle, or a request read too slowly
+        self.read_started: float | None = None  # loop time of a partly read request's first byte
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -260,6 +265,7 @@ class FastConnection(asyncio.Protocol):
             hot = _hot(data)
             if hot is None:
                 self.sniffed = data  # could still be the hot route's request line: wait for more
+                self._arm_read()
                 return
             if not hot:
                 self._hand_over(data)
@@ -276,6 +282,24 @@ class FastConnection(asyncio.Protocol):
             self._fail(400, "malformed HTTP request")
         if self.task is None and self.ready:  # started here, not inside the parser's callback
             self._start(self.ready.popleft())
+        if self.current is not None and self.task is None and not self.ready and not self.closing:
+            self._arm_read()  # waiting on the client (not while answers go out: reading may be paused)
+
+    def _arm_read(self) -> None:
+        """A request is partly read: its head must be in ``REQUEST_READ`` after its first byte,
+        and its body must not pause longer than that (then 408 and a close, as nginx does)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        current = self.current
+        if self.read_started is None:
+            self.read_started = now
+        head_pending = current is None or not current.head_done
+        deadline = self.read_started + REQUEST_READ if head_pending else now + REQUEST_READ
+        self.idle_timer = loop.call_at(deadline, self._read_timed_out)
+
+    def _read_timed_out(self) -> None:
+        self.idle_timer = None
+        self._fail(408, f"the request did not arrive within {REQUEST_READ:g}s; send it again, whole", "request_timeout")
 
     # -- httptools callbacks -----------------------------------------------------------
 
@@ -306,6 +330,7 @@ class FastConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         current = self.current
         assert current is not None
+        current.head_done = True
         if current.path not in HOT_URLS or self.parser.get_method() != b"POST" or self.parser.get_http_version() != "1.1":
             # pipelined behind a hot request in the same packet: its bytes cannot be handed over
             current.refused = True
@@ -322,6 +347,7 @@ class FastConnection(asyncio.Protocol):
         current = self.current
         assert current is not None
         self.current = None
+        self.read_started = None
         current.keep_alive = self.parser.should_keep_alive()
         self.ready.append(current)
         if len(self.ready) >= PAUSE_AT and not self.paused_reading and self.transport is not None:
@@ -359,6 +385,8 @@ class FastConnection(asyncio.Protocol):
             self._start(self.ready.popleft())
         elif self.closing:
             self._close()
+        elif self.current is not None:  # the next request is partly read
+            self._arm_read()
         else:
             self._arm_idle()
 

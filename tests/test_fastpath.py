@@ -18,6 +18,7 @@ from aiohttp import web
 from conftest import USER, entry
 from harness import run_host, write_config
 
+from hulumanage import fastpath
 from hulumanage.fastpath import MAX_HEAD, hot_route_problem
 from hulumanage.sim import FakeProvider, ok
 
@@ -265,6 +266,45 @@ async def test_bad_requests_get_an_openai_error_and_a_close(served, request_byte
         assert error["code"] == code and error["message"]
         assert await w.closed()
     assert a.chat_requests() == []
+
+
+@pytest.mark.parametrize("partial", [b"POS", post()[:40], post()[:-10]], ids=["request line", "head", "body"])
+async def test_a_request_that_stops_arriving_gets_a_408_and_a_close(served, monkeypatch, partial: bytes) -> None:
+    monkeypatch.setattr(fastpath, "REQUEST_READ", 0.3)
+    host, a = served
+    async with wire(host.port) as w:
+        w.writer.write(partial)
+        got, headers, raw = await w.response()
+        assert got == 408 and headers["connection"] == "close"
+        assert orjson.loads(raw)["error"]["code"] == "request_timeout"
+        assert await w.closed()
+    assert a.chat_requests() == []
+
+
+async def test_a_head_trickling_in_is_cut_off_a_body_arriving_steadily_is_not(served, monkeypatch) -> None:
+    monkeypatch.setattr(fastpath, "REQUEST_READ", 0.5)
+    host, a = served
+    request = post()
+    head_end = request.index(b"\r\n\r\n") + 4
+    async with wire(host.port) as w:  # the head: one byte every 0.05 s, never whole within 0.5 s
+        answer = asyncio.create_task(w.response())
+        for byte in range(head_end):
+            if answer.done():
+                break
+            w.writer.write(request[byte:byte + 1])
+            await asyncio.sleep(0.05)
+        got, _headers, raw = await answer
+        assert got == 408 and orjson.loads(raw)["error"]["code"] == "request_timeout"
+    async with wire(host.port) as w:  # the body: a piece every 0.1 s for about a second, each gap well within 0.5 s
+        w.writer.write(request[:head_end])
+        body = request[head_end:]
+        step = len(body) // 10 + 1
+        for start in range(0, len(body), step):
+            await asyncio.sleep(0.1)
+            w.writer.write(body[start:start + step])
+        got, _headers, raw = await w.response()
+        assert got == 200 and orjson.loads(raw)["choices"][0]["message"]["content"] == ANSWER
+    assert len(a.chat_requests()) == 1
 
 
 async def test_a_middleware_turns_the_fast_path_off(tmp_path, isolated_env, caplog) -> None:
