@@ -28,6 +28,7 @@ class Breaker:
         "open_base",
         "open_max",
         "open_until",
+        "opened",
         "openings",
         "probing",
         "state",
@@ -55,7 +56,8 @@ class Breaker:
         self.open_max = open_max
         self.state = CLOSED
         self.consecutive = 0
-        self.openings = 0
+        self.openings = 0         # since it last closed (the backoff's exponent)
+        self.opened = 0           # times it opened, in all (for /health)
         self.open_until = 0.0
         self.probing = False
         self.last_failure = 0.0
@@ -150,6 +152,8 @@ class Breaker:
                 events.popleft()
 
     def _open(self, now: float, duration: float | None, *, until_health_check: bool = False) -> None:
+        if self.state != OPEN:  # not an open circuit held open longer
+            self.opened += 1
         self.openings += 1
         if duration is None:
             base = min(self.open_max, self.open_base * (2 ** (self.openings - 1)))
@@ -170,7 +174,7 @@ class Breaker:
     def snapshot(self) -> dict[str, object]:
         """A JSON-able view for ``/health``."""
         state = self._current()
-        view: dict[str, object] = {"state": state, "consecutive_failures": self.consecutive}
+        view: dict[str, object] = {"state": state, "consecutive_failures": self.consecutive, "opened": self.opened}
         if state == OPEN:
             view["reopens_in"] = None if self.until_health_check else round(max(0.0, self.open_until - self._clock()), 3)
             view["until_health_check"] = self.until_health_check

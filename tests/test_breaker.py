@@ -130,6 +130,7 @@ def test_a_failed_probe_reopens_for_twice_as_long_up_to_open_max() -> None:
         clock.advance(duration)
         assert b.acquire()  # the probe
         b.failure()
+    assert b.snapshot()["opened"] == 7  # once, then again after each of the six failed probes
     bases = [1, 2, 4, 8, 8, 8]  # open_base * 2^n, capped at open_max
     for duration, base in zip(durations, bases, strict=True):
         assert 0.8 * base <= duration <= 1.2 * base
@@ -164,6 +165,10 @@ def test_open_for_opens_at_once_for_exactly_that_long() -> None:
     b = breaker(clock)
     b.failure(open_for=30)  # a 429 with Retry-After: 30
     assert state(b) == OPEN and open_for(b, clock) == 30
+    b.failure(open_for=10)  # a shorter one while open: no change
+    b.failure(open_for=40)  # a longer one: held open longer, not opened again
+    assert open_for(b, clock) == 40 and b.snapshot()["opened"] == 1
+    clock.advance(10)
     assert b.snapshot()["reopens_in"] == 30
     clock.advance(30)
     assert state(b) == HALF_OPEN
@@ -174,7 +179,7 @@ def test_an_auth_failure_holds_it_open_until_a_health_check_passes() -> None:
     b = breaker(clock)
     b.failure(until_health_check=True)
     assert state(b) == OPEN
-    assert b.snapshot() == {"state": OPEN, "consecutive_failures": 1, "reopens_in": None, "until_health_check": True}
+    assert b.snapshot() == {"state": OPEN, "consecutive_failures": 1, "opened": 1, "reopens_in": None, "until_health_check": True}
     clock.advance(1e6)
     assert state(b) == OPEN and not b.acquire()  # no timer
     b.probe_now()
@@ -207,9 +212,9 @@ def test_snapshot_reports_the_time_left_open() -> None:
     b = breaker(clock)
     b.failure(open_for=5)
     clock.advance(1.25)
-    assert b.snapshot() == {"state": OPEN, "consecutive_failures": 1, "reopens_in": 3.75, "until_health_check": False}
+    assert b.snapshot() == {"state": OPEN, "consecutive_failures": 1, "opened": 1, "reopens_in": 3.75, "until_health_check": False}
     clock.advance(4)
-    assert b.snapshot() == {"state": HALF_OPEN, "consecutive_failures": 1}
+    assert b.snapshot() == {"state": HALF_OPEN, "consecutive_failures": 1, "opened": 1}
     orjson.dumps(b.snapshot())  # JSON-able for /health
 
 

@@ -141,6 +141,7 @@ async def test_an_open_circuit_probes_and_closes_when_the_provider_recovers(fake
         await until(back_on_a)
     view = (await health(http, host))["proxy"]["providers"]["a"]
     assert view["circuits"]["gpt-4"]["state"] == "closed"
+    assert view["circuits"]["gpt-4"]["opened"] == 1  # how often it opened stays visible after it closed
 
 
 # -- /health and /v1/models --------------------------------------------------------------------------
