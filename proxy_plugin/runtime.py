@@ -36,6 +36,7 @@ class ProxyRuntime:
         self.client: UpstreamClient | None = None
         self.pool: Pool | None = None
         self.reloads = 0
+        self.wrap_client: Any = None  # the pool-backed SDK client of wrapped approaches (wrap.py), built once
         self._health = HealthChecker(lambda: self.current)
 
     @property
@@ -78,6 +79,9 @@ class ProxyRuntime:
     async def close(self) -> None:
         """Stop health checks and close every upstream connection."""
         await self._health.stop()
+        if self.wrap_client is not None:
+            await self.wrap_client.close()
+            self.wrap_client = None
         if self.session is not None:
             await self.session.close()
             self.session = None

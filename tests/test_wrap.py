@@ -27,12 +27,13 @@ import openai
 import orjson
 import pytest
 from conftest import entry, health
-from harness import Host
+from harness import Host, write_config
 from openai.resources.chat.completions import AsyncCompletions
 
 from hulumanage.sim import FakeProvider, cut, ok, server_error, stall
 from hulumanage.sim.payload import count_tokens, words
 from hulumanage.sim.seen import Seen
+from proxy_plugin.approach import RUNTIME
 
 MODEL = "gpt-4"
 MAPPED = {"a": "a-gpt-4", "b": "b-gpt-4"}
@@ -202,6 +203,23 @@ async def test_wrapped_moa_sends_every_call_to_the_providers(fakes, proxy) -> No
     assert reply.model == MODEL
     assert reply.usage is not None
     assert tokens(reply.usage) == usage_of(list(zip(seen, texts)))
+
+
+async def test_wrapped_calls_go_to_the_providers_of_a_reloaded_config(fakes, proxy, http, monkeypatch) -> None:
+    monkeypatch.delenv("HULUMANAGE_ADMIN_TOKEN", raising=False)  # loopback callers only
+    host, (a,), direct = await start(fakes, proxy, providers=("a",))
+    (b,) = await fakes("b", answer=ANSWER)
+    moa_script(a)
+    assert (await ask(host, extra_body=wrapped("moa", moa_proposals=2))).choices[0].message.content == "Six."
+    write_config(host.app[RUNTIME].path, [entry(b, model_map={MODEL: MAPPED["b"]})], routing=FAILOVER)
+    async with http.post(f"{host.url}/admin/reload") as resp:
+        assert resp.status == 200
+    texts = moa_script(b)
+    reply = await ask(host, extra_body=wrapped("moa", moa_proposals=2))
+    assert reply.choices[0].message.content == "Six."
+    check_moa_calls(b.chat_requests(), texts, proposals=2)
+    check_upstream(b.chat_requests(), MAPPED["b"])
+    assert len(a.chat_requests()) == 3 and direct.requests == []
 
 
 async def test_wrapped_bon_sends_every_call_to_the_providers(fakes, proxy) -> None:
