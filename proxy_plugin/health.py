@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import orjson
@@ -18,6 +19,12 @@ from proxy_plugin.provider import Provider
 logger = logging.getLogger(__name__)
 
 
+def _via(provider: Provider) -> dict[str, Any]:
+    """aiohttp's arguments for the provider's egress proxy, the one its chat requests take."""
+    proxy = provider.endpoint.proxy if provider.endpoint is not None else None
+    return {} if proxy is None else {"proxy": proxy.url}  # aiohttp takes the credentials from the URL
+
+
 async def check(pool: Pool, provider: Provider) -> bool:
     """Probe one provider once (GET {base_url}/models with its key); update its state."""
     hc = pool.config.routing.health_check
@@ -25,7 +32,7 @@ async def check(pool: Pool, provider: Provider) -> bool:
     started = time.monotonic()
     try:
         async with asyncio.timeout(hc.timeout):
-            async with pool.session.get(provider.models_url, headers=headers) as resp:
+            async with pool.session.get(provider.models_url, headers=headers, **_via(provider)) as resp:
                 body = await resp.read()
                 ok = resp.status == 200
                 detail = f"health check answered {resp.status}"

@@ -51,8 +51,12 @@ class ProxyRuntime:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar(),
                                              auto_decompress=True)
-        self.client = UpstreamClient()
-        self.pool = Pool(self.config, self.session, self.client)
+        self.client = UpstreamClient(environ=self.environ)
+        try:
+            self.pool = Pool(self.config, self.session, self.client)  # ValueError: an unusable egress proxy setting
+        except BaseException:
+            await self.close()
+            raise
         self._health.start()
         logger.info("proxy ready: %d providers (%s), strategy %s, config %s", len(self.config.providers),
                     ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)

@@ -11,22 +11,26 @@ What it does: keep-alive connections per origin (idle ones closed after ``keepal
 seconds, or as soon as the server closes them), TLS with the system's trust store,
 ``Content-Length``, chunked and read-until-close bodies, ``gzip``/``deflate`` bodies
 (``identity`` is asked for), read back-pressure (reading pauses while a large body
-waits for its reader). What it leaves to the caller: timeouts beyond the connect
-timeout (the pool's deadlines wrap every call) and retries (the pool decides those).
-Health checks and everything else off the hot path stay on aiohttp.
+waits for its reader), an egress HTTP proxy from ``HTTPS_PROXY`` / ``HTTP_PROXY`` /
+``NO_PROXY`` (``CONNECT`` tunnels for https providers, absolute-form requests for http
+ones; loopback hosts never go through it). What it leaves to the caller: timeouts beyond
+the connect timeout (the pool's deadlines wrap every call) and retries (the pool decides
+those). Health checks and everything else off the hot path stay on aiohttp.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import errno
+import ipaddress
 import socket
 import ssl
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohappyeyeballs
 import httptools
@@ -78,20 +82,100 @@ class BadHTTP(UpstreamError):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class EgressProxy:
+    """The HTTP proxy requests to a provider go through (from the environment)."""
+
+    host: str
+    port: int
+    variable: str                     # the environment variable it came from, for errors
+    url: str = dataclasses.field(repr=False)                  # as given, credentials included: aiohttp's ``proxy=``
+    authorization: str | None = dataclasses.field(default=None, repr=False)  # ``Proxy-Authorization`` value
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"  # never the credentials
+
+
+def egress_proxy(url: str, environ: Mapping[str, str]) -> EgressProxy | None:
+    """The proxy for ``url`` per ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` in ``environ`` (None: direct).
+
+    The lower-case name wins, as in curl and urllib. Loopback hosts are always reached
+    directly (a local provider or the demo's simulated ones behind a corporate proxy
+    setting). Only ``http://`` proxies are supported: anything else is a ``ValueError``
+    naming the variable, never its value (it may hold credentials).
+    """
+    target = urlsplit(url)
+    host = (target.hostname or "").lower()
+    names = ("https_proxy", "HTTPS_PROXY") if target.scheme.lower() == "https" else ("http_proxy", "HTTP_PROXY")
+    variable = next((name for name in names if environ.get(name, "").strip()), None)
+    if variable is None or _loopback(host):
+        return None
+    target_port = target.port or (443 if target.scheme.lower() == "https" else 80)
+    if _bypassed(host, target_port, environ.get("no_proxy") or environ.get("NO_PROXY") or ""):
+        return None
+    value = environ[variable].strip()
+    parts = urlsplit(value if "://" in value else f"http://{value}")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        port = 0
+    if parts.scheme.lower() != "http":
+        raise ValueError(f"{variable}: only http:// proxies are supported, got a {parts.scheme.lower()}:// one")
+    if not parts.hostname or not port:
+        raise ValueError(f"{variable}: not a usable proxy URL (expected http://[user:password@]host[:port])")
+    authorization = None
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+    return EgressProxy(parts.hostname, port, variable, value if "://" in value else f"http://{value}", authorization)
+
+
+def _bypassed(host: str, port: int, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` names the host: ``*``, a domain and its subdomains (with or without a
+    leading dot), an IP address or network (``10.0.0.0/8``), each optionally with ``:port``."""
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if entry == "*":
+            return True
+        name, _, wanted = entry.rpartition(":") if entry.count(":") == 1 or "]:" in entry else (entry, "", "")
+        if wanted and (not wanted.isdigit() or int(wanted) != port):
+            continue
+        name = name.strip("[]").lstrip("*").lstrip(".")
+        if not name:
+            continue
+        if host == name or host.endswith("." + name):
+            return True
+        try:
+            if ipaddress.ip_address(host.strip("[]")) in ipaddress.ip_network(name, strict=False):
+                return True
+        except ValueError:
+            pass
+    return False
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Endpoint:
     """One provider URL with its request head built once (up to ``Content-Length:``)."""
 
-    origin: tuple[str, str, int]
+    origin: tuple[object, ...]        # the connection pool's key: scheme, host, port, proxy
     host: str
     port: int
     ssl: ssl.SSLContext | None
     head: bytes
+    proxy: EgressProxy | None = None
 
 
 class Connection(asyncio.Protocol):
     """One keep-alive connection; during an exchange it is also the response being read."""
 
-    def __init__(self, origin: tuple[str, str, int]) -> None:
+    def __init__(self, origin: tuple[object, ...]) -> None:
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -313,6 +397,32 @@ def _connect_error(exc: BaseException, timeout: float | None) -> ConnectFailed |
     return None  # cancellation and the rest: as they are
 
 
+async def _tunnel(loop: asyncio.AbstractEventLoop, sock: socket.socket, endpoint: Endpoint, proxy: EgressProxy) -> None:
+    """Ask the egress proxy for a tunnel to the provider (``CONNECT``); TLS then runs inside it."""
+    host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+    authority = f"{host}:{endpoint.port}"
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}", f"User-Agent: {USER_AGENT}"]
+    if proxy.authorization is not None:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        data = await loop.sock_recv(sock, 4096)
+        if not data:
+            raise ConnectFailed(f"the egress proxy {proxy} closed the connection instead of opening a tunnel")
+        reply += data
+        if len(reply) > 16 * 1024:
+            break
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    version, _, status_reason = head.split(b"\r\n", 1)[0].partition(b" ")
+    status, _, reason = status_reason.partition(b" ")
+    if not version.startswith(b"HTTP/1.") or not status.isdigit() or rest:
+        raise ConnectFailed(f"the egress proxy {proxy} did not answer CONNECT with HTTP")
+    if not 200 <= int(status) < 300:
+        said = "".join(c for c in reason[:60].decode("latin-1") if c.isprintable())
+        raise ConnectFailed(f"the egress proxy {proxy} refused the tunnel ({int(status)} {said})".replace(" )", ")"))
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -321,17 +431,24 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 class UpstreamClient:
     """Keep-alive connections to every provider origin, for POSTs on the hot path."""
 
-    def __init__(self, keepalive: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, keepalive: float = 30.0, ssl_context: ssl.SSLContext | None = None, environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.keepalive = keepalive
         self._ssl = ssl_context
-        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self._environ = environ if environ is not None else {}
+        self._idle: dict[tuple[object, ...], list[Connection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._parked: set[Connection] = set()
         self.opened = 0   # connections opened in all (reuse shows as requests >> opened)
         self.stale = 0    # requests sent again because a kept-alive connection closed under them
 
     def endpoint(self, url: str, headers: Mapping[str, str]) -> Endpoint:
-        """The endpoint for POSTs to ``url`` with ``headers`` (sent on every request)."""
+        """The endpoint for POSTs to ``url`` with ``headers`` (sent on every request).
+
+        ValueError: ``url`` is not an http(s) URL, or the proxy setting for it is unusable.
+        """
+        proxy = egress_proxy(url, self._environ)
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
@@ -342,14 +459,18 @@ class UpstreamClient:
         if parts.port is not None:
             authority += f":{port}"
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if proxy is not None and scheme == "http":
+            target = f"http://{authority}{target}"  # absolute form: the proxy forwards it
         lines = [f"POST {target} HTTP/1.1", f"Host: {authority}"]
+        if proxy is not None and scheme == "http" and proxy.authorization is not None:
+            lines.append(f"Proxy-Authorization: {proxy.authorization}")
         given = {name.lower() for name in headers}
         if "user-agent" not in given:
             lines.append(f"User-Agent: {USER_AGENT}")
         if "accept-encoding" not in given:
             lines.append("Accept-Encoding: identity")
         for name, value in headers.items():
-            if name.lower() in ("host", "content-length", "transfer-encoding", "connection"):
+            if name.lower() in ("host", "content-length", "transfer-encoding", "connection", "proxy-authorization"):
                 continue
             lines.append(f"{name}: {value}")
         head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
@@ -358,7 +479,8 @@ class UpstreamClient:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
-        return Endpoint((scheme, host, port), host, port, tls, head)
+        origin = (scheme, host, port) if proxy is None else (scheme, host, port, proxy.host, proxy.port)
+        return Endpoint(origin, host, port, tls, head, proxy)
 
     async def send(
         self, endpoint: Endpoint, payload: bytes, connect_timeout: float | None, deadline: float | None = None,
@@ -455,7 +577,7 @@ class UpstreamClient:
 
     # -- internals -------------------------------------------------------------------
 
-    def _take_idle(self, origin: tuple[str, str, int]) -> Connection | None:
+    def _take_idle(self, origin: tuple[object, ...]) -> Connection | None:
         conns = self._idle.get(origin)
         if not conns:
             return None
@@ -476,12 +598,16 @@ class UpstreamClient:
             left = max(0.0, deadline - loop.time())
             if limit is None or left < limit:
                 limit = left
+        proxy = endpoint.proxy
+        host, port = (endpoint.host, endpoint.port) if proxy is None else (proxy.host, proxy.port)
         try:
             async with asyncio.timeout(limit):
-                infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 # every address, IPv6 and IPv4 interleaved, a new attempt every 250 ms (RFC 8305):
                 # a host whose first address does not answer still connects promptly
                 sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=0.25, interleave=1)
+                if proxy is not None and endpoint.ssl is not None:
+                    await _tunnel(loop, sock, endpoint, proxy)
                 _, conn = await loop.create_connection(
                     lambda: Connection(origin), sock=sock, ssl=endpoint.ssl,
                     server_hostname=endpoint.host if endpoint.ssl is not None else None,

@@ -64,7 +64,11 @@ async def run_host(*argv: str, environ: Mapping[str, str] | None = None, middlew
     app = make_app(options, pm)
     app.middlewares.extend(middlewares)
     runner = web.AppRunner(app, shutdown_timeout=2, handler_cancellation=True)
-    await runner.setup()
+    try:
+        await runner.setup()  # the plugins' startup: a bad config fails here
+    except BaseException:
+        await runner.cleanup()  # what started before the failure (the host's HTTP session), as the server does
+        raise
     port = free_port()
     site = FastSite(runner, "127.0.0.1", port, fast=options.fast_path)
     await site.start()

@@ -10,6 +10,7 @@ user sees: the answer, the error, how many connections the upstream saw.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import re
@@ -21,6 +22,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 import orjson
@@ -34,6 +36,7 @@ import proxy_plugin.upstream as upstream_module
 FAILOVER = {"strategy": "failover", "health_check": {"enabled": False}}
 NO_RETRY = {"attempts_per_provider": 1}
 ANSWER = "one two three"
+PROVIDER_HOST = "provider.test"  # a name only the fake egress proxy resolves (to 127.0.0.1)
 _PACKER = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
 BOMB = _PACKER.compress(b"0" * (8 * 1024 * 1024)) + _PACKER.flush()  # 8 MB of zeros in about 8 KB of gzip
 
@@ -80,6 +83,7 @@ class Upstream:
     async def start(self, ssl_context: ssl.SSLContext | None = None) -> Upstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", _models)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
@@ -97,6 +101,10 @@ class Upstream:
     async def close(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+async def _models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": "gpt-4", "object": "model"}]})
 
 
 @pytest.fixture
@@ -372,13 +380,13 @@ async def test_a_broken_http_answer_fails_over_and_is_named(
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (made with the openssl command line)."""
+    """A self-signed certificate for 127.0.0.1 and ``provider.test`` (made with the openssl command line)."""
     openssl = shutil.which("openssl")
     assert openssl, "these tests need the openssl command (apt-get install openssl)"
     where = tmp_path_factory.mktemp("tls")
     cert, key = where / "cert.pem", where / "key.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                    "-addext", f"subjectAltName=IP:127.0.0.1,DNS:{PROVIDER_HOST}", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
     return cert, key
 
@@ -508,3 +516,224 @@ async def test_a_connect_that_never_completes_is_bounded_by_the_nearest_timeout(
         view = (await health(http, host))["proxy"]["providers"]["a"]
         assert view["failures"] == 1
         assert view["last_error"] == what
+
+
+# -- egress proxy ----------------------------------------------------------------------
+
+
+class FakeEgress:
+    """An HTTP proxy on 127.0.0.1: ``CONNECT`` tunnels and absolute-form requests.
+
+    It resolves ``provider.test`` itself (the client never can), records what it was
+    asked, and answers 407 when ``require`` is set and not sent as ``Proxy-Authorization``.
+    """
+
+    def __init__(self, require: str | None = None) -> None:
+        self.require = require
+        self.seen: list[tuple[str, str, str | None]] = []  # method, target, Proxy-Authorization
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()   # connection handlers and the copies they start
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> FakeEgress:  # noqa: PYI034
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def url(self, credentials: str = "") -> str:
+        return f"http://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        self.writers.append(writer)
+        try:
+            await self._relay(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+            self.tasks.discard(task)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target, auth = self._record(head)
+        if self.require is not None and auth != self.require:
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n"
+                         b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            return
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            up_reader, up_writer = await asyncio.open_connection(_resolve(host), int(port))
+            self.writers.append(up_writer)
+            writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            await self._pipe_both(reader, writer, up_reader, up_writer)
+            return
+        url = urlsplit(target)  # absolute form: forward each request on one upstream connection
+        up_reader, up_writer = await asyncio.open_connection(_resolve(url.hostname or ""), url.port or 80)
+        self.writers.append(up_writer)
+        self._spawn(_copy(up_reader, writer))
+        while True:
+            body = await reader.readexactly(_length(head))
+            up_writer.write(_origin_form(head) + body)
+            head = await reader.readuntil(b"\r\n\r\n")
+            self._record(head)
+
+    def _record(self, head: bytes) -> tuple[str, str, str | None]:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _version = lines[0].split(" ")
+        auth = next((line.split(":", 1)[1].strip() for line in lines[1:]
+                     if line.lower().startswith("proxy-authorization:")), None)
+        self.seen.append((method, target, auth))
+        return method, target, auth
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _pipe_both(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        back = self._spawn(_copy(up_reader, writer))
+        await _copy(reader, up_writer)
+        await back
+
+
+def _resolve(host: str) -> str:
+    return "127.0.0.1" if host in (PROVIDER_HOST, "127.0.0.1") else host
+
+
+def _length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
+
+
+def _origin_form(head: bytes) -> bytes:
+    """The request as the origin server takes it: its path, no proxy credentials."""
+    first, _, rest = head.partition(b"\r\n")
+    method, target, version = first.split(b" ")
+    url = urlsplit(target.decode("latin-1"))
+    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    kept = [line for line in rest.split(b"\r\n") if not line.lower().startswith(b"proxy-authorization:")]
+    return b" ".join((method, path.encode("latin-1"), version)) + b"\r\n" + b"\r\n".join(kept)
+
+
+async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        sink.close()
+
+
+def basic(credentials: str) -> str:
+    return "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_https_providers_are_reached_through_the_egress_proxy_tunnel(
+    upstream, proxy, certificate, monkeypatch, stream: bool,
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    server = await upstream(answer, ssl_context=server_tls(certificate))
+    async with FakeEgress(require=basic("team:s3cret@pw")) as egress:
+        monkeypatch.setenv("HTTPS_PROXY", egress.url("team:s3cret%40pw"))
+        host = await proxy([{"name": "a", "base_url": f"https://{PROVIDER_HOST}:{server.port}/v1"}], routing=FAILOVER)
+        async with host.client() as client:
+            for _ in range(3):
+                assert await ask(client, stream) == ANSWER
+    # one tunnel, kept alive and reused; TLS inside it verified for the provider's name
+    assert egress.seen == [("CONNECT", f"{PROVIDER_HOST}:{server.port}", basic("team:s3cret@pw"))]
+    assert server.connections == 1
+
+
+async def test_http_providers_and_their_health_checks_go_through_the_egress_proxy(upstream, proxy, http, monkeypatch) -> None:
+    server = await upstream(answer)
+    async with FakeEgress(require=basic("team:pw")) as egress:
+        monkeypatch.setenv("HTTP_PROXY", egress.url("team:pw"))
+        base = f"http://{PROVIDER_HOST}:{server.port}/v1"
+        host = await proxy([{"name": "a", "base_url": base}],
+                           routing={"strategy": "failover", "health_check": {"enabled": True, "interval": 60}})
+        await eventually(lambda: any(target.endswith("/models") for _, target, _ in egress.seen))
+        async with host.client() as client:
+            assert await ask(client, False) == ANSWER
+            assert await ask(client, True) == ANSWER
+        assert (await health(http, host))["proxy"]["providers"]["a"]["healthy"] is True
+    assert ("GET", f"{base}/models", basic("team:pw")) in egress.seen
+    assert egress.seen.count(("POST", f"{base}/chat/completions", basic("team:pw"))) == 2
+
+
+async def test_an_egress_proxy_refusing_the_tunnel_fails_over_and_is_named_without_credentials(
+    fakes, proxy, http, monkeypatch,
+) -> None:
+    (b,) = await fakes("b", answer=ANSWER)  # on 127.0.0.1: reached directly, never through the proxy
+    async with FakeEgress(require=basic("team:right")) as egress:
+        monkeypatch.setenv("HTTPS_PROXY", egress.url("team:wrong-s3cret"))
+        host = await proxy([{"name": "a", "base_url": f"https://{PROVIDER_HOST}/v1"}, entry(b)],
+                           routing=FAILOVER, retries=NO_RETRY)
+        async with host.client() as client:
+            assert await ask(client, False) == ANSWER
+        async with http.get(f"{host.url}/health") as resp:
+            text = await resp.text()
+        shown = f"127.0.0.1:{egress.port}"
+    view = orjson.loads(text)["proxy"]["providers"]["a"]
+    assert view["last_error"] == f"the egress proxy {shown} refused the tunnel (407 Proxy Authentication Required)"
+    assert "wrong-s3cret" not in text and basic("team:wrong-s3cret") not in text
+    assert [method for method, _, _ in egress.seen] == ["CONNECT"]
+
+
+@pytest.mark.parametrize(("url", "environ", "expected"), [
+    ("https://api.example.com/v1", {"HTTPS_PROXY": "http://egress:3128"}, "egress:3128"),
+    ("https://api.example.com/v1", {"HTTPS_PROXY": "egress:3128"}, "egress:3128"),
+    ("https://api.example.com/v1", {"https_proxy": "http://lower:1", "HTTPS_PROXY": "http://upper:2"}, "lower:1"),
+    ("https://api.example.com/v1", {"HTTP_PROXY": "http://egress:3128"}, None),  # http's proxy is not https's
+    ("http://api.example.com/v1", {"HTTP_PROXY": "http://egress"}, "egress:80"),
+    ("https://api.example.com/v1", {"HTTPS_PROXY": "http://egress:3128", "NO_PROXY": "example.com"}, None),
+    ("https://api.example.com/v1", {"HTTPS_PROXY": "http://egress:3128", "no_proxy": ".example.com"}, None),
+    ("https://api.example.org/v1", {"HTTPS_PROXY": "http://egress:3128", "NO_PROXY": "example.com"}, "egress:3128"),
+    ("https://api.example.com/v1", {"HTTPS_PROXY": "http://egress:3128", "NO_PROXY": "*"}, None),
+    ("https://api.example.com/v1", {"HTTPS_PROXY": "http://egress:3128", "NO_PROXY": "other.net, example.com:443"}, None),
+    ("https://api.example.com:8443/v1", {"HTTPS_PROXY": "http://egress:3128", "NO_PROXY": "example.com:443"}, "egress:3128"),
+    ("https://10.1.2.3/v1", {"HTTPS_PROXY": "http://egress:3128", "NO_PROXY": "10.0.0.0/8"}, None),
+    ("https://xexample.com/v1", {"HTTPS_PROXY": "http://egress:3128", "NO_PROXY": "example.com"}, "egress:3128"),
+    ("https://127.0.0.1:8443/v1", {"HTTPS_PROXY": "http://egress:3128"}, None),  # loopback: always direct
+    ("http://localhost:8000/v1", {"HTTP_PROXY": "http://egress:3128"}, None),
+    ("https://[::1]:8443/v1", {"HTTPS_PROXY": "http://egress:3128"}, None),
+])
+def test_which_providers_go_through_the_egress_proxy(url: str, environ: dict[str, str], expected: str | None) -> None:
+    found = upstream_module.egress_proxy(url, environ)
+    assert (None if found is None else str(found)) == expected
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("socks5://team:s3cret@egress:1080", "HTTPS_PROXY: only http:// proxies are supported, got a socks5:// one"),
+    ("https://team:s3cret@egress:3128", "HTTPS_PROXY: only http:// proxies are supported, got a https:// one"),
+    ("http://team:s3cret@egress:port", "HTTPS_PROXY: not a usable proxy URL (expected http://[user:password@]host[:port])"),
+])
+async def test_an_unusable_egress_proxy_setting_stops_startup_naming_the_variable_not_its_value(
+    proxy, monkeypatch, value: str, problem: str,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", value)
+    with pytest.raises(ValueError) as raised:
+        await proxy([{"name": "a", "base_url": "https://api.example.com/v1"}], routing=FAILOVER)
+    assert str(raised.value) == problem and "s3cret" not in str(raised.value)
