@@ -24,14 +24,13 @@ async def data_events(content: Readable) -> AsyncGenerator[bytes, None]:
     that spans many reads is kept as a list of pieces and joined once, when its end
     arrives: linear in its size, however many reads it takes.
     """
-    buf = b""                   # the start of an unfinished event, when it came in one read
-    pieces: list[bytes] = []    # an unfinished event that spans reads
+    pieces: list[bytes] = []    # the start of an unfinished event, as it came in
     cr = b""                    # a CR that ended the last read (its LF may start the next)
     readany = content.readany
     while True:
         chunk = await readany()
         if not chunk:
-            rest = b"".join(pieces) + cr if pieces else buf + cr
+            rest = b"".join(pieces) + cr
             if rest.strip():
                 payload = _payload(rest.replace(b"\r\n", b"\n").rstrip(b"\r\n"))
                 if payload is not None:
@@ -45,14 +44,11 @@ async def data_events(content: Readable) -> AsyncGenerator[bytes, None]:
             chunk = chunk.replace(b"\r\n", b"\n")
             if not chunk:
                 continue
-        if buf:
-            pieces.append(buf)
-            buf = b""
         if pieces:
-            if b"\n\n" not in chunk and not (chunk[:1] == b"\n" and pieces[-1][-1:] == b"\n"):
-                pieces.append(chunk)
-                continue
+            ends = b"\n\n" in chunk or (chunk[:1] == b"\n" and pieces[-1][-1:] == b"\n")
             pieces.append(chunk)
+            if not ends:
+                continue
             chunk = b"".join(pieces)
             pieces.clear()
         start = 0
@@ -64,7 +60,8 @@ async def data_events(content: Readable) -> AsyncGenerator[bytes, None]:
             start = end + 2
             if payload is not None:
                 yield payload
-        buf = chunk[start:]
+        if start < len(chunk):
+            pieces.append(chunk[start:])
 
 
 def _payload(block: bytes) -> bytes | None:
