@@ -87,8 +87,7 @@ class EgressProxy:
 
     host: str
     port: int
-    variable: str                     # the environment variable it came from, for errors
-    url: str = dataclasses.field(repr=False)                  # as given, credentials included: aiohttp's ``proxy=``
+    url: str = dataclasses.field(repr=False)                  # credentials included: aiohttp's ``proxy=``
     authorization: str | None = dataclasses.field(default=None, repr=False)  # ``Proxy-Authorization`` value
 
     def __str__(self) -> str:
@@ -113,7 +112,9 @@ def egress_proxy(url: str, environ: Mapping[str, str]) -> EgressProxy | None:
     if _bypassed(host, target_port, environ.get("no_proxy") or environ.get("NO_PROXY") or ""):
         return None
     value = environ[variable].strip()
-    parts = urlsplit(value if "://" in value else f"http://{value}")
+    if "://" not in value:
+        value = f"http://{value}"
+    parts = urlsplit(value)
     try:
         port = parts.port or 80
     except ValueError:
@@ -126,7 +127,7 @@ def egress_proxy(url: str, environ: Mapping[str, str]) -> EgressProxy | None:
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         authorization = "Basic " + base64.b64encode(pair).decode("ascii")
-    return EgressProxy(parts.hostname, port, variable, value if "://" in value else f"http://{value}", authorization)
+    return EgressProxy(parts.hostname, port, value, authorization)
 
 
 def _bypassed(host: str, port: int, no_proxy: str) -> bool:
@@ -406,21 +407,19 @@ async def _tunnel(loop: asyncio.AbstractEventLoop, sock: socket.socket, endpoint
         lines.append(f"Proxy-Authorization: {proxy.authorization}")
     await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     reply = b""
-    while b"\r\n\r\n" not in reply:
+    while b"\r\n\r\n" not in reply and len(reply) <= 16 * 1024:
         data = await loop.sock_recv(sock, 4096)
         if not data:
             raise ConnectFailed(f"the egress proxy {proxy} closed the connection instead of opening a tunnel")
         reply += data
-        if len(reply) > 16 * 1024:
-            break
-    head, _, rest = reply.partition(b"\r\n\r\n")
+    head, ended, rest = reply.partition(b"\r\n\r\n")
     version, _, status_reason = head.split(b"\r\n", 1)[0].partition(b" ")
     status, _, reason = status_reason.partition(b" ")
-    if not version.startswith(b"HTTP/1.") or not status.isdigit() or rest:
+    if not ended or rest or not version.startswith(b"HTTP/1.") or not status.isdigit():
         raise ConnectFailed(f"the egress proxy {proxy} did not answer CONNECT with HTTP")
     if not 200 <= int(status) < 300:
         said = "".join(c for c in reason[:60].decode("latin-1") if c.isprintable())
-        raise ConnectFailed(f"the egress proxy {proxy} refused the tunnel ({int(status)} {said})".replace(" )", ")"))
+        raise ConnectFailed(f"the egress proxy {proxy} refused the tunnel ({' '.join(filter(None, (status.decode(), said)))})")
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
