@@ -8,7 +8,6 @@ from aiohttp import web
 
 from proxy_plugin.errors import ProxyError, bad_request
 from proxy_plugin.runtime import ProxyRuntime
-from proxy_plugin.streaming import stream
 
 RUNTIME = web.AppKey("proxy_plugin_runtime", ProxyRuntime)
 NOT_CONFIGURED = (
@@ -34,7 +33,7 @@ class ProxyApproach:
         if wrap is not None:
             return await self._wrapped(call, runtime, wrap)
         if call.stream:
-            return stream(runtime.current, call.request)
+            return runtime.current.stream(call.request)
         return await runtime.current.complete(call.request)
 
     async def _wrapped(self, call: Any, runtime: ProxyRuntime, wrap: Any) -> Any:

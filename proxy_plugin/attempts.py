@@ -8,7 +8,8 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -42,6 +43,8 @@ class Outcome:
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     retry_after: float | None = None
     connection_level: bool = False
+    ok: bool = False        # the attempt succeeded (the other fields describe failures)
+    answer: Any = None      # a buffered attempt's whole answer
 
     @classmethod
     def of_status(cls, status: int, body: bytes, headers: Mapping[str, str]) -> Outcome:
@@ -122,7 +125,7 @@ class Attempts:
         """Seconds left before the request's deadline (None: no deadline)."""
         return None if self.deadline is None else self.deadline - time.monotonic()
 
-    async def candidates(self) -> AsyncIterator[tuple[Provider, str]]:
+    async def candidates(self) -> AsyncGenerator[tuple[Provider, str], None]:
         """Yield (provider, mapped model) holding the provider's slot and circuit permission."""
         for provider in self.plan:
             left = self.remaining()
@@ -132,25 +135,26 @@ class Attempts:
             mapped = provider.map_model(self.model)
             if mapped in self.skip_models:
                 continue
-            probes = provider.acquire_circuits(mapped)
+            state = provider.state
+            probes = state.acquire_circuits(mapped)
             if probes is None:
                 self.errors.append((provider.name, "circuit open"))
                 continue
-            if not await provider.acquire_slot():
-                provider.release_circuits(mapped, probes)
+            if not await state.acquire_slot():
+                state.release_circuits(mapped, probes)
                 self.errors.append((provider.name, f"at capacity ({provider.config.max_concurrent} in flight)"))
                 continue
             if self.last_provider is not None and self.last_provider is not provider:
-                self.last_provider.failovers += 1
+                self.last_provider.state.failovers += 1
             self.last_provider = provider
-            provider.in_flight += 1
-            provider.requests += 1
+            state.in_flight += 1
+            state.requests += 1
             try:
                 yield provider, mapped
             finally:
-                provider.in_flight -= 1
-                provider.release_slot()
-                provider.release_circuits(mapped, probes)
+                state.in_flight -= 1
+                state.release_slot()
+                state.release_circuits(mapped, probes)
 
     def record(self, provider: Provider, mapped: str, outcome: Outcome) -> None:
         """Note a failed attempt and charge it to the provider when it is the provider's fault."""
@@ -167,7 +171,7 @@ class Attempts:
         if outcome.status == 429:
             self.rate_limited.append(outcome.retry_after)
         auth = outcome.status in (401, 403)
-        provider.record_failure(
+        provider.state.record_failure(
             mapped, failure.value, detail,
             whole_provider=outcome.connection_level or auth,
             open_for=outcome.retry_after if outcome.status == 429 and outcome.retry_after else None,

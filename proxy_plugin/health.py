@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 def _via(provider: Provider) -> dict[str, Any]:
     """aiohttp's arguments for the provider's egress proxy, the one its chat requests take."""
-    proxy = provider.endpoint.proxy if provider.endpoint is not None else None
+    proxy = provider.endpoint.proxy
     return {} if proxy is None else {"proxy": proxy.url}  # aiohttp takes the credentials from the URL
 
 
@@ -39,22 +39,23 @@ async def check(pool: Pool, provider: Provider) -> bool:
                 error_class = "provider_config" if resp.status in (401, 403, 404) else "transient"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         ok, detail, error_class = False, f"health check: {describe_exception(exc)}", "transient"
-    provider.last_check = time.monotonic() - started
+    state = provider.state
+    state.last_check = time.monotonic() - started
     if ok:
-        provider.models = _model_ids(body)
-        provider.check_failures = 0
-        provider.check_passes += 1
-        if not provider.healthy and provider.check_passes >= hc.healthy_after:
+        state.models = _model_ids(body)
+        state.check_failures = 0
+        state.check_passes += 1
+        if not state.healthy and state.check_passes >= hc.healthy_after:
             logger.info("provider %s is healthy again", provider.name)
-            provider.healthy = True
-        provider.health_check_passed()
+            state.healthy = True
+        state.health_check_passed()
     else:
-        provider.check_passes = 0
-        provider.check_failures += 1
-        provider.last_error, provider.last_error_class = detail, error_class
-        if provider.healthy and provider.check_failures >= hc.unhealthy_after:
+        state.check_passes = 0
+        state.check_failures += 1
+        state.last_error, state.last_error_class = detail, error_class
+        if state.healthy and state.check_failures >= hc.unhealthy_after:
             logger.warning("provider %s is unhealthy: %s", provider.name, detail)
-            provider.healthy = False
+            state.healthy = False
     return ok
 
 

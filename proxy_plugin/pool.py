@@ -1,36 +1,31 @@
-"""The provider pool: admission queue, routing plan, upstream calls (non-streaming)."""
+"""The provider pool of one configuration: providers, routing plan, admission queue, entry points."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
-import orjson
 
-from proxy_plugin.attempts import Attempts, Outcome, RetryBudget
-from proxy_plugin.classify import Failure
-from proxy_plugin.config import ProxyConfig
+from proxy_plugin.attempts import Attempts, RetryBudget
+from proxy_plugin.buffered import Buffered, RawResponse
+from proxy_plugin.config import ProviderConfig, ProxyConfig
+from proxy_plugin.dispatch import dispatch
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
+from proxy_plugin.provider_state import ProviderState
 from proxy_plugin.routing import make_strategy
-from proxy_plugin.upstream import Connection, UpstreamClient
+from proxy_plugin.streaming import Streamed
+from proxy_plugin.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RawResponse:
-    """Upstream bytes for the host to relay untouched."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str]
+__all__ = ["Pool", "RawResponse"]
 
 
 class Pool:
@@ -38,17 +33,17 @@ class Pool:
 
     def __init__(
         self, config: ProxyConfig, session: aiohttp.ClientSession, client: UpstreamClient,
-        rng: random.Random | None = None,
+        rng: random.Random | None = None, states: dict[str, ProviderState] | None = None,
     ) -> None:
+        """Build the providers of ``config``; ``states`` gives the run-time state to carry over, by provider name."""
         self.config = config
         self.session = session  # health checks and other calls off the hot path
         self.client = client    # chat completions
-        self.providers = [
-            Provider(p, config.circuit_breaker, i, config.monitoring) for i, p in enumerate(config.providers)
-        ]
-        for provider in self.providers:  # resolved once per configuration, not per request
-            provider.timeouts = config.timeouts_for(provider.config)
-            provider.endpoint = client.endpoint(provider.chat_url, provider.headers)
+        states = states or {}
+        self.providers: list[Provider] = []
+        for i, p in enumerate(config.providers):  # resolved once per configuration, not per request
+            state = states.get(p.name) or ProviderState(p, config.circuit_breaker, config.monitoring)
+            self.providers.append(Provider(p, i, state, config.timeouts_for(p), client))
         self.strategy = make_strategy(config.routing.strategy)
         # fallbacks get their own instance: a stateful strategy (round_robin) must not
         # advance its primary rotation when it orders the fallbacks
@@ -59,6 +54,19 @@ class Pool:
         self.in_flight = 0
         self.rejected = 0
         self.requests = 0
+
+    # -- entry points --------------------------------------------------------------
+
+    async def complete(self, body: dict[str, Any]) -> RawResponse:
+        """Answer a non-streaming request from the first provider that can."""
+        async with contextlib.aclosing(dispatch(self, Buffered(self, body))) as answers:
+            async for answer in answers:
+                return answer  # type: ignore[no-any-return]
+        raise AssertionError("dispatch ended without an answer or an error")
+
+    def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+        """Relay one streaming request (an async generator of SSE bytes)."""
+        return dispatch(self, Streamed(self, body))
 
     # -- admission -----------------------------------------------------------------
 
@@ -73,13 +81,14 @@ class Pool:
 
         When none is available, every provider, least recently failed first.
         """
-        primaries, fallbacks = [], []
+        primaries: list[Provider] = []
+        fallbacks: list[Provider] = []
         for p in self.providers:
-            if p.available(p.map_model(model)):
+            if p.state.available(p.map_model(model)):
                 (fallbacks if p.config.fallback_only else primaries).append(p)
         order = self.strategy.order(primaries) + self.fallback_strategy.order(fallbacks)
         if not order:
-            order = sorted(self.providers, key=lambda p: (p.last_failure, p.config.fallback_only, p.index))
+            order = sorted(self.providers, key=lambda p: (p.state.last_failure, p.config.fallback_only, p.index))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("route model=%s strategy=%s plan=%s", model, self.strategy.name, [p.name for p in order])
         return order
@@ -90,60 +99,21 @@ class Pool:
         deadline = time.monotonic() + total if total else None
         return Attempts(self.plan(model), model, self.config.retries, self.budget, deadline, self.rng)
 
-    # -- non-streaming -------------------------------------------------------------
 
-    async def complete(self, body: dict[str, Any]) -> RawResponse:
-        """Answer a non-streaming request from the first provider that can."""
-        model = body["model"]
-        async with self.admission():
-            run = self.attempts(model)
-            # closed here, not by the garbage collector: the provider's slot is back before the answer leaves
-            async with contextlib.aclosing(run.candidates()) as candidates:
-                async for provider, mapped in candidates:
-                    payload = orjson.dumps(body if mapped == model else {**body, "model": mapped})
-                    for attempt in range(self.config.retries.attempts_per_provider):
-                        outcome, response = await self._post_once(provider, mapped, payload, run)
-                        if response is not None:
-                            return response
-                        assert outcome is not None
-                        if outcome.failure is Failure.CALLER:
-                            return RawResponse(outcome.status or 400, outcome.body, {"Content-Type": "application/json"})
-                        run.record(provider, mapped, outcome)
-                        if not await run.retry_same(outcome, attempt, provider, mapped):
-                            break
-            raise run.exhausted()
+def carried_states(old: Pool | None, config: ProxyConfig) -> dict[str, ProviderState]:
+    """The run-time states of ``old``'s providers that ``config`` leaves unchanged, by name.
 
-    async def _post_once(
-        self, provider: Provider, mapped: str, payload: bytes, run: Attempts
-    ) -> tuple[Outcome | None, RawResponse | None]:
-        """One upstream POST; either a response to return or the failure's outcome."""
-        timeouts = provider.timeouts
-        limit = timeouts.request
-        left = run.remaining()
-        if left is not None:
-            limit = min(limit, left)
-        started = time.monotonic()
-        conn: Connection | None = None
-        try:
-            deadline = asyncio.get_running_loop().time() + limit
-            conn = await self.client.send(provider.endpoint, payload, timeouts.connect, deadline)
-            body = await conn.read()
-            status = conn.status
-            headers = conn.headers
-        except Exception as exc:  # classified, re-raised when not a transport failure
-            outcome = Outcome.of_exception(exc)
-            if outcome is None:
-                raise
-            return outcome, None
-        finally:
-            if conn is not None:
-                self.client.release(conn)
-        if status == 200:
-            if _is_completion(body):
-                provider.record_success(mapped, time.monotonic() - started)
-                return None, RawResponse(200, body, {"Content-Type": "application/json"})
-            return Outcome(Failure.BAD_RESPONSE, 200, "200 with a body that is not a JSON completion"), None
-        return Outcome.of_status(status, body, headers), None
+    Unchanged means the provider's own section, its resolved timeouts, and the circuit
+    breaker and monitoring settings are all equal; any difference starts it afresh.
+    """
+    if old is None:
+        return {}
+    new = {p.name: _state_key(config, p) for p in config.providers}
+    return {p.name: p.state for p in old.providers if new.get(p.name) == _state_key(old.config, p.config)}
+
+
+def _state_key(config: ProxyConfig, provider: ProviderConfig) -> tuple[object, ...]:
+    return (provider, config.timeouts_for(provider), config.circuit_breaker, config.monitoring)
 
 
 class _Admission:
@@ -179,12 +149,3 @@ class _Admission:
     async def __aexit__(self, *exc: object) -> None:
         self.pool._queue.release()
         self.pool.in_flight -= 1
-
-
-def _is_completion(body: bytes) -> bool:
-    """Whether a 200 body is a JSON object with ``choices`` (checked, then relayed as the same bytes)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(data, dict) and isinstance(data.get("choices"), list)

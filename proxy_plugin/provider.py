@@ -1,189 +1,86 @@
-"""Live state of one provider: health, circuits, concurrency slots, latency."""
+"""One configured provider as a pool serves it: its config, resolved settings and run-time state."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxy_plugin.breaker import HALF_OPEN, Breaker
-from proxy_plugin.config import CircuitBreakerConfig, MonitoringConfig, ProviderConfig, TimeoutConfig
+from proxy_plugin.config import ProviderConfig, TimeoutConfig
+from proxy_plugin.provider_state import ProviderState
 
-LATENCY_SAMPLES = 200
+if TYPE_CHECKING:
+    from proxy_plugin.upstream import Endpoint, UpstreamClient
 
 
 class Provider:
-    """A configured provider plus everything the pool learns about it at run time."""
+    """A provider of one configuration: what the config says, resolved once, plus its :class:`ProviderState`.
+
+    ``timeouts`` are the global timeouts with this provider's overrides; ``endpoint`` is
+    ``client``'s endpoint for its chat completions. Both are fixed for the life of the
+    configuration. ``state`` may be shared with the provider of an earlier
+    configuration (see :mod:`proxy_plugin.provider_state`).
+    """
+
+    __slots__ = ("chat_url", "config", "endpoint", "headers", "index", "models_url", "name", "state", "timeouts")
 
     def __init__(
-        self, config: ProviderConfig, breakers: CircuitBreakerConfig, index: int,
-        monitoring: MonitoringConfig | None = None,
+        self, config: ProviderConfig, index: int, state: ProviderState, timeouts: TimeoutConfig,
+        client: UpstreamClient,
     ) -> None:
         self.config = config
-        self.track_latency = monitoring.track_latency if monitoring else True
-        self.track_errors = monitoring.track_errors if monitoring else True
         self.name = config.name
         self.index = index
-        self.healthy = True
-        self.last_error: str | None = None
-        self.last_error_class: str | None = None
-        self.last_failure = 0.0
-        self.last_check: float | None = None
-        self.check_failures = 0
-        self.models: tuple[str, ...] = ()
-        self.timeouts: TimeoutConfig | None = None  # set by the pool: the global timeouts with this provider's overrides
-        self.endpoint: Any = None  # set by the pool: the upstream client's endpoint for chat completions
-        self.check_passes = 0
-        self.in_flight = 0
-        self.requests = 0
-        self.failures = 0
-        self.failovers = 0
-        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self.ewma: float | None = None
-        self._breaker_config = breakers
-        self._breakers: dict[str | None, Breaker] = {}
-        limit = config.max_concurrent
-        self._slots = asyncio.Semaphore(limit) if limit else None
-        self.headers = {"Content-Type": "application/json", **dict(config.headers)}
-        if config.api_key:
-            self.headers["Authorization"] = f"Bearer {config.api_key}"
+        self.state = state
+        self.timeouts = timeouts
+        self.headers = provider_headers(config)
         self.chat_url = f"{config.base_url}/chat/completions"
         self.models_url = f"{config.base_url}/models"
+        self.endpoint: Endpoint = client.endpoint(self.chat_url, self.headers)
 
     def map_model(self, model: str) -> str:
         """The provider's name for the model the client asked for."""
         return self.config.model_map.get(model, model)
 
-    def breaker(self, model: str | None) -> Breaker:
-        """The circuit for ``model`` on this provider (None: the provider as a whole)."""
-        breaker = self._breakers.get(model)
-        if breaker is None:
-            c = self._breaker_config
-            breaker = Breaker(
-                consecutive_failures=c.consecutive_failures, failure_rate=c.failure_rate, window=c.window,
-                min_requests=c.min_requests, open_base=c.open_base, open_max=c.open_max,
-            )
-            self._breakers[model] = breaker
-        return breaker
-
     def available(self, model: str) -> bool:
         """Healthy, and neither the provider's nor the model's circuit is open."""
-        if not self.healthy:
-            return False
-        if not self._breaker_config.enabled:
-            return True
-        model_breaker = self._breakers.get(model)
-        return self.breaker(None).available() and (model_breaker is None or model_breaker.available())
+        return self.state.available(model)
 
-    def acquire_circuits(self, model: str) -> tuple[bool, bool] | None:
-        """Take permission from both circuits (half-open allows one probe).
-
-        Returns None when refused, else which circuits gave their one probe to this
-        request, so that only this request can hand those probes back.
-        """
-        if not self._breaker_config.enabled:
-            return (False, False)
-        whole = self.breaker(None)
-        if not whole.acquire():
-            return None
-        whole_probe = whole.state == HALF_OPEN
-        per_model = self.breaker(model)
-        if not per_model.acquire():
-            if whole_probe:
-                whole.release()
-            return None
-        return (whole_probe, per_model.state == HALF_OPEN)
-
-    def release_circuits(self, model: str, probes: tuple[bool, bool]) -> None:
-        """Hand back the probes this request took and did not settle (cancelled or unsent)."""
-        whole_probe, model_probe = probes
-        if whole_probe:
-            self.breaker(None).release()
-        if model_probe:
-            self.breaker(model).release()
-
-    async def acquire_slot(self) -> bool:
-        """Take a concurrency slot, waiting up to ``slot_wait``; False when still full."""
-        slots = self._slots
-        if slots is None:
-            return True
-        if not slots.locked():
-            await slots.acquire()
-            return True
-        try:
-            async with asyncio.timeout(self.config.slot_wait):
-                await slots.acquire()
-        except TimeoutError:
-            return False
-        return True
-
-    def release_slot(self) -> None:
-        """Give back a concurrency slot."""
-        if self._slots is not None:
-            self._slots.release()
+    @property
+    def ewma(self) -> float | None:
+        """Moving average of recent successful latencies (None before the first)."""
+        return self.state.ewma
 
     @property
     def load(self) -> float:
         """Share of capacity in use (in-flight requests when unlimited)."""
-        limit = self.config.max_concurrent
-        return self.in_flight / limit if limit else float(self.in_flight)
+        return self.state.load
 
-    def record_success(self, model: str, latency: float) -> None:
-        """A successful attempt: latency stats, circuits closed."""
-        if self.track_latency:
-            self.latencies.append(latency)
-        self.ewma = latency if self.ewma is None else 0.8 * self.ewma + 0.2 * latency
-        if self._breaker_config.enabled:
-            self.breaker(None).success()
-            self.breaker(model).success()
+    @property
+    def last_failure(self) -> float:
+        """Monotonic time of the last failure charged to this provider (0: none)."""
+        return self.state.last_failure
 
-    def record_failure(
-        self, model: str, error_class: str, detail: str, *, whole_provider: bool,
-        open_for: float | None = None, until_health_check: bool = False,
-    ) -> None:
-        """A failed attempt that is the provider's fault."""
-        self.last_failure = time.monotonic()
-        if self.track_errors:
-            self.failures += 1
-            self.last_error_class = error_class
-            self.last_error = detail
-        if not self._breaker_config.enabled:
-            return
-        if whole_provider:
-            self.breaker(None).failure(open_for=open_for, until_health_check=until_health_check)
-            self.breaker(model).failure(open_for=open_for) if open_for is not None else None
-        else:
-            self.breaker(model).failure(open_for=open_for, until_health_check=until_health_check)
-
-    def health_check_passed(self) -> None:
-        """Active check passed: auth-held circuits close, and the provider's own circuit may probe now."""
-        for breaker in self._breakers.values():
-            breaker.health_check_passed()
-        whole = self._breakers.get(None)
-        if whole is not None:
-            whole.probe_now()
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The model ids its last health check reported."""
+        return self.state.models
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able, secret-free view for ``/health``."""
-        lat = sorted(self.latencies)
-        view: dict[str, Any] = {
-            "healthy": self.healthy,
-            "available": self.healthy and (not self._breaker_config.enabled or self.breaker(None).available()),
+        state = self.state.snapshot()
+        return {
+            "healthy": state.pop("healthy"),
+            "available": state.pop("available"),
             "fallback_only": self.config.fallback_only,
             "weight": self.config.weight,
-            "in_flight": self.in_flight,
+            "in_flight": state.pop("in_flight"),
             "max_concurrent": self.config.max_concurrent,
-            "requests": self.requests,
-            "failures": self.failures,
-            "failovers": self.failovers,
-            "last_error_class": self.last_error_class,
-            "last_error": self.last_error,
-            "latency_ms": {
-                "p50": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
-                "p95": round(lat[min(len(lat) - 1, int(len(lat) * 0.95))] * 1000, 1) if lat else None,
-                "samples": len(lat),
-            },
-            "circuits": {("*" if k is None else k): b.snapshot() for k, b in self._breakers.items()},
+            **state,
         }
-        return view
+
+
+def provider_headers(config: ProviderConfig) -> dict[str, str]:
+    """The headers every request to this provider carries (its key among them: never logged)."""
+    headers = {"Content-Type": "application/json", **dict(config.headers)}
+    if config.api_key:
+        headers["Authorization"] = f"Bearer {config.api_key}"
+    return headers

@@ -12,7 +12,7 @@ import aiohttp
 
 from proxy_plugin.config import ProxyConfig, load_config
 from proxy_plugin.health import HealthChecker
-from proxy_plugin.pool import Pool
+from proxy_plugin.pool import Pool, carried_states
 from proxy_plugin.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ class ProxyRuntime:
         assert self.session is not None
         self.config = config
         assert self.client is not None
-        self.pool = Pool(config, self.session, self.client)
+        # providers whose config is unchanged keep their circuits, latency and health
+        self.pool = Pool(config, self.session, self.client, states=carried_states(self.pool, config))
         self.reloads += 1
         _apply_log_level(config.monitoring.log_level)
         self._health.poke()

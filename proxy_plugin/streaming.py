@@ -1,30 +1,40 @@
-"""Streaming dispatch: relay SSE events as they arrive, fail over before the first byte,
+"""The streamed exchange: relay SSE events as they arrive, fail over before the first byte,
 and continue a broken stream on another provider after it.
+
+:class:`Relay` is what the client has received so far and how to continue it
+elsewhere; :class:`Streamed` opens one attempt (up to its first relayable event) and
+relays it, turning every failure into an :class:`~proxy_plugin.attempts.Outcome` for
+the dispatch loop (:mod:`proxy_plugin.dispatch`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from proxy_plugin.attempts import MAX_ERROR_BODY, Attempts, Outcome
 from proxy_plugin.classify import Failure
+from proxy_plugin.dispatch import NEXT, RETRY
 from proxy_plugin.errors import ProxyError
-from proxy_plugin.pool import Pool
 from proxy_plugin.provider import Provider
 from proxy_plugin.sse import DONE_EVENT, DONE_PAYLOAD, data_events, event
 from proxy_plugin.upstream import Connection
 
+if TYPE_CHECKING:
+    from proxy_plugin.pool import Pool
+
+#: The outcome of an attempt whose stream is open (its first event in hand).
+OPENED = Outcome(ok=True)
+
 logger = logging.getLogger(__name__)
 
 
-class StreamBroken(Exception):
+class StreamBrokenError(Exception):
     """The upstream stream ended or stalled before its answer was complete."""
 
     def __init__(self, detail: str, failure: Failure = Failure.TRANSIENT, connection_level: bool = False) -> None:
@@ -34,7 +44,7 @@ class StreamBroken(Exception):
         self.connection_level = connection_level
 
 
-class Diverged(Exception):
+class DivergedError(Exception):
     """A restarted answer does not extend what the client already has."""
 
 
@@ -50,7 +60,6 @@ class Relay:
         self.done = False         # [DONE] was relayed
         self.continuable = body.get("n", 1) in (1, None)
         self.skip = 0             # restart mode: characters of the new answer to drop
-        self.broken: str | None = None   # why the first stream broke
         self.continuing = False   # the current attempt continues an answer already started
 
     @property
@@ -89,7 +98,7 @@ class Relay:
             logger.warning("skipped an SSE event that is not a JSON object")
             return None
         if "error" in chunk:
-            raise StreamBroken(f"error event mid-stream ({_code(chunk)})")
+            raise StreamBrokenError(f"error event mid-stream ({_code(chunk)})")
         choices = chunk.get("choices") or ()
         rewritten = False
         for choice in choices:
@@ -109,7 +118,7 @@ class Relay:
                     return None  # the role-only opening chunk of a continuation
             if choice.get("finish_reason"):
                 if self.skip:
-                    raise Diverged("the restarted answer ended before reaching what was already sent")
+                    raise DivergedError("the restarted answer ended before reaching what was already sent")
                 self.finished = True
         if rewritten:
             if not any((c.get("delta") or {}).get("content") or c.get("finish_reason") for c in choices if isinstance(c, dict)):
@@ -123,7 +132,7 @@ class Relay:
         already = restart[len(restart) - self.skip:]
         take = min(len(content), self.skip)
         if content[:take] != already[:take]:
-            raise Diverged("the restarted answer diverged from what was already sent")
+            raise DivergedError("the restarted answer diverged from what was already sent")
         self.skip -= take
         rest = content[take:]
         delta["content"] = rest
@@ -137,65 +146,183 @@ def _code(chunk: dict[str, Any]) -> str:
     return "error"
 
 
-async def stream(pool: Pool, body: dict[str, Any]) -> AsyncIterator[bytes]:
-    """Relay one streaming request through the pool (an async generator of SSE bytes)."""
-    model = body["model"]
-    async with pool.admission():
-        run = pool.attempts(model)
-        relay = Relay(body)
-        async with contextlib.aclosing(run.candidates()) as candidates:
-            async for provider, mapped in candidates:
-                prefill = provider.config.supports_prefill
-                for attempt in range(pool.config.retries.attempts_per_provider):
-                    if relay.sent and not relay.continuable:
+
+
+class Streamed:
+    """A streaming chat completion: relayed event by event, continued elsewhere if it breaks."""
+
+    __slots__ = ("_conn", "_deadline", "_events", "_first", "_started", "broke", "broken", "model", "pool",
+                 "prefill", "prefilled", "relayed")
+
+    def __init__(self, pool: Pool, body: dict[str, Any]) -> None:
+        self.pool = pool
+        self.model: str = body["model"]
+        self.relayed = Relay(body)
+        self.prefill = False      # the provider being tried takes a partial answer as prefill
+        self.prefilled = False    # the current attempt sent one
+        self.broke: Outcome | None = None   # how the last relayed stream ended (None: complete)
+        self.broken: str | None = None      # why the first stream that reached the client broke
+        self._conn: Connection | None = None
+        self._events: AsyncGenerator[bytes, None] | None = None
+        self._first = b""
+        self._started = 0.0
+        self._deadline = 0.0
+
+    def start(self, provider: Provider) -> None:
+        """Continue by prefill where the provider supports it."""
+        self.prefill = provider.config.supports_prefill
+
+    def may_try(self) -> bool:
+        """No once the client has part of an answer that cannot be continued (several choices, tool calls)."""
+        relayed = self.relayed
+        return not relayed.sent or relayed.continuable
+
+    async def attempt(self, provider: Provider, mapped: str, run: Attempts) -> Outcome:
+        """Send the request and read up to the first relayable event: ``OPENED``, or the failure."""
+        relayed = self.relayed
+        prefill = self.prefill and relayed.sent
+        payload = relayed.request_for(provider, mapped, prefill)
+        prefilled = self.prefilled = prefill and bool(relayed.text)
+        timeouts = provider.timeouts
+        started = time.monotonic()
+        attempt_deadline = started + timeouts.request
+        left = run.remaining()
+        if left is not None:
+            attempt_deadline = min(attempt_deadline, started + left)
+        first_limit = min(timeouts.first_token or timeouts.request, attempt_deadline - started)
+        loop_time = asyncio.get_running_loop().time
+        conn: Connection | None = None
+        events: AsyncGenerator[bytes, None] | None = None
+        try:
+            try:
+                # the first token's deadline bounds connecting, the headers and every read up to the first event
+                conn = await self.pool.client.send(provider.endpoint, payload, timeouts.connect,
+                                                   loop_time() + first_limit)
+                if conn.status != 200:
+                    return Outcome.of_status(conn.status, await conn.read(MAX_ERROR_BODY), conn.headers)
+                events = data_events(conn)
+                first = None
+                async for data in events:
+                    first = relayed.accept(data, prefilled)
+                    if first is not None:
                         break
-                    payload = relay.request_for(provider, mapped, prefill and relay.sent)
-                    prefilled = prefill and relay.sent and bool(relay.text)
-                    try:
-                        async for part in _attempt(pool, provider, mapped, payload, run, relay, prefilled):
-                            yield part
-                    except _Failed as failed:
-                        outcome = failed.outcome
-                        if outcome.failure is Failure.CALLER:
-                            if not relay.sent:
-                                raise ProxyError(outcome.status or 400, f"the provider rejected the request ({outcome.detail})",
-                                                 "invalid_request_error", body=_json(outcome.body)) from None
-                            if prefilled:
-                                prefill = False  # the provider rejected the prefill: restart there instead
-                                logger.info("provider %s rejected a prefill continuation; restarting instead", provider.name)
-                                continue
-                            break
-                        run.record(provider, mapped, outcome)
-                        if relay.sent and relay.broken is None:
-                            relay.broken = outcome.detail
-                        if not await run.retry_same(outcome, attempt, provider, mapped):
-                            break
-                        continue
-                    except Diverged as exc:
-                        raise ProxyError(502, f"the stream from the upstream broke ({relay.broken}) and could not be "
-                                              f"continued: {exc}", "upstream_error", "stream_interrupted") from None
+            except DivergedError as exc:
+                raise self._diverged(exc) from None
+            except StreamBrokenError as exc:
+                return Outcome(exc.failure, None, exc.detail)
+            except Exception as exc:  # transport failures are classified, others re-raised
+                outcome = Outcome.of_exception(exc, timeout="no first token in time")
+                if outcome is None:
+                    raise
+                left = run.remaining()
+                if isinstance(exc, TimeoutError) and left is not None and left <= 0.005:
+                    outcome = Outcome(None, None, "request deadline reached before the first token")
+                return outcome
+            if first is None:
+                return Outcome(Failure.TRANSIENT, None, "stream ended before any event")
+            self._conn, self._events, self._first = conn, events, first
+            self._started, self._deadline = started, attempt_deadline
+            conn = events = None  # the relay owns them now
+            return OPENED
+        finally:
+            if events is not None:
+                await events.aclose()  # here, not later from the garbage collector's finalizer
+            if conn is not None:
+                conn.close()
+
+    async def relay(self, provider: Provider, mapped: str) -> AsyncGenerator[bytes, None]:
+        """Relay the open stream to its end; ``broke`` says how it ended."""
+        relayed = self.relayed
+        conn, events = self._conn, self._events
+        assert conn is not None and events is not None
+        self._conn = self._events = None
+        self.broke = None
+        prefilled = self.prefilled
+        attempt_deadline = self._deadline
+        timeouts = provider.timeouts
+        loop_time = asyncio.get_running_loop().time
+        try:
+            relayed.sent = True
+            yield self._first
+            idle = timeouts.idle or timeouts.request
+            last_read = loop_time() + (attempt_deadline - time.monotonic())  # the attempt's deadline on the loop's clock
+            try:
+                while not relayed.done:
+                    # the connection's own read deadline: a timer only when a read has to wait
+                    conn.read_deadline = min(loop_time() + idle, last_read)
+                    data = await anext(events, None)
+                    if data is None:
+                        break
+                    part = relayed.accept(data, prefilled)
+                    if part is not None:
+                        yield part
+            except StreamBrokenError as exc:
+                self.broke = Outcome(exc.failure, None, exc.detail)
+                return
+            except DivergedError as exc:
+                raise self._diverged(exc) from None
+            except Exception as exc:  # transport failures are classified, others re-raised
+                outcome = Outcome.of_exception(exc, timeout="stream stalled (idle timeout)", whole_provider=False)
+                if outcome is None:
+                    raise
+                if isinstance(exc, TimeoutError) and _deadline_passed(attempt_deadline):
+                    # the request's own time ran out on a stream that was still flowing: not the provider's fault
+                    outcome = Outcome(None, None, "request deadline reached mid-stream")
+                self.broke = outcome
+                return
+            if not relayed.done:
+                if not relayed.finished:
+                    self.broke = Outcome(Failure.TRANSIENT, None, "stream cut before the answer finished")
                     return
-        if relay.sent:
-            if not relay.continuable:
+                relayed.done = True
+                yield DONE_EVENT
+            provider.state.record_success(mapped, time.monotonic() - self._started)
+        finally:
+            await events.aclose()  # here, not later from the garbage collector's finalizer
+            self.pool.client.release_streamed(conn) if relayed.done else conn.close()
+
+    def refused(self, outcome: Outcome, provider: Provider) -> str:
+        """A caller's error before anything was sent is the client's; after, try the provider without prefill."""
+        if not self.relayed.sent:
+            raise ProxyError(outcome.status or 400, f"the provider rejected the request ({outcome.detail})",
+                             "invalid_request_error", body=_json(outcome.body))
+        if self.prefilled:
+            self.prefill = False  # the provider rejected the prefill: restart there instead
+            logger.info("provider %s rejected a prefill continuation; restarting instead", provider.name)
+            return RETRY
+        return NEXT
+
+    def failed(self, outcome: Outcome) -> None:
+        """Remember why the stream the client is reading first broke."""
+        if self.relayed.sent and self.broken is None:
+            self.broken = outcome.detail
+
+    def exhausted(self, run: Attempts) -> Exception:
+        """The error for the client: the stream could not be finished, or nobody answered at all."""
+        relayed = self.relayed
+        if relayed.sent:
+            if not relayed.continuable:
                 why = "this kind of answer (several choices or tool calls) cannot be continued elsewhere"
             else:
                 why = "no other provider could continue it: " + "; ".join(f"{n}: {w}" for n, w in run.errors)
-            raise ProxyError(502, f"the stream from the upstream broke ({relay.broken}); {why}",
-                             "upstream_error", "stream_interrupted")
-        raise run.exhausted()
+            return ProxyError(502, f"the stream from the upstream broke ({self.broken}); {why}",
+                              "upstream_error", "stream_interrupted")
+        return run.exhausted()
+
+    def close(self) -> None:
+        """Close a stream that was opened but never relayed (the request was cancelled in between)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = self._events = None
+
+    def _diverged(self, exc: DivergedError) -> ProxyError:
+        return ProxyError(502, f"the stream from the upstream broke ({self.broken}) and could not be "
+                               f"continued: {exc}", "upstream_error", "stream_interrupted")
 
 
 def _deadline_passed(deadline: float) -> bool:
     """Whether a timeout that just fired was the attempt's deadline (not an idle gap)."""
     return time.monotonic() >= deadline - 0.005
-
-
-class _Failed(Exception):
-    """An attempt failed; carries its outcome to the dispatch loop."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.detail)
-        self.outcome = outcome
 
 
 def _json(body: bytes) -> dict[str, Any] | None:
@@ -204,84 +331,3 @@ def _json(body: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None
-
-
-async def _attempt(
-    pool: Pool, provider: Provider, mapped: str, payload: bytes, run: Attempts, relay: Relay, prefilled: bool,
-) -> AsyncIterator[bytes]:
-    """One streaming attempt: yields relayed bytes; raises _Failed when it goes wrong."""
-    timeouts = provider.timeouts
-    started = time.monotonic()
-    attempt_deadline = started + timeouts.request
-    left = run.remaining()
-    if left is not None:
-        attempt_deadline = min(attempt_deadline, started + left)
-    first_limit = min(timeouts.first_token or timeouts.request, attempt_deadline - started)
-    loop_time = asyncio.get_running_loop().time
-    conn: Connection | None = None
-    events: AsyncGenerator[bytes, None] | None = None
-    try:
-        try:
-            # the first token's deadline bounds connecting, the headers and every read up to the first event
-            conn = await pool.client.send(provider.endpoint, payload, timeouts.connect, loop_time() + first_limit)
-            if conn.status != 200:
-                body = await conn.read(MAX_ERROR_BODY)
-                raise _Failed(Outcome.of_status(conn.status, body, conn.headers))
-            events = data_events(conn)
-            first = None
-            async for data in events:
-                first = relay.accept(data, prefilled)
-                if first is not None:
-                    break
-        except (_Failed, Diverged):
-            raise
-        except StreamBroken as exc:
-            raise _Failed(Outcome(exc.failure, None, exc.detail)) from None
-        except Exception as exc:  # transport failures are classified, others re-raised
-            outcome = Outcome.of_exception(exc, timeout="no first token in time")
-            if outcome is None:
-                raise
-            left = run.remaining()
-            if isinstance(exc, TimeoutError) and left is not None and left <= 0.005:
-                outcome = Outcome(None, None, "request deadline reached before the first token")
-            raise _Failed(outcome) from None
-        if first is None:
-            raise _Failed(Outcome(Failure.TRANSIENT, None, "stream ended before any event"))
-        relay.sent = True
-        yield first
-        idle = timeouts.idle or timeouts.request
-        last_read = loop_time() + (attempt_deadline - time.monotonic())  # the attempt's deadline on the loop's clock
-        assert conn is not None
-        try:
-            while not relay.done:
-                # the connection's own read deadline: a timer only when a read has to wait
-                conn.read_deadline = min(loop_time() + idle, last_read)
-                data = await anext(events, None)
-                if data is None:
-                    break
-                part = relay.accept(data, prefilled)
-                if part is not None:
-                    yield part
-        except StreamBroken as exc:
-            raise _Failed(Outcome(exc.failure, None, exc.detail)) from None
-        except Diverged:
-            raise
-        except Exception as exc:  # transport failures are classified, others re-raised
-            outcome = Outcome.of_exception(exc, timeout="stream stalled (idle timeout)", whole_provider=False)
-            if outcome is None:
-                raise
-            if isinstance(exc, TimeoutError) and _deadline_passed(attempt_deadline):
-                # the request's own time ran out on a stream that was still flowing: not the provider's fault
-                outcome = Outcome(None, None, "request deadline reached mid-stream")
-            raise _Failed(outcome) from None
-        if not relay.done:
-            if not relay.finished:
-                raise _Failed(Outcome(Failure.TRANSIENT, None, "stream cut before the answer finished"))
-            relay.done = True
-            yield DONE_EVENT
-        provider.record_success(mapped, time.monotonic() - started)
-    finally:
-        if events is not None:
-            await events.aclose()  # here, not later from the garbage collector's finalizer
-        if conn is not None:
-            pool.client.release_streamed(conn) if relay.done else conn.close()

@@ -17,7 +17,6 @@ import orjson
 
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.runtime import ProxyRuntime
-from proxy_plugin.streaming import stream
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ class PoolTransport(httpx2.AsyncBaseTransport):
         pool = self._runtime.current
         try:
             if body.get("stream") is True:
-                parts = stream(pool, body)
+                parts = pool.stream(body)
                 first = await anext(parts)
                 return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=_SSEBody(first, parts))
             response = await pool.complete(body)

@@ -362,10 +362,10 @@ def test_other_exceptions_are_not_classified(exc: BaseException) -> None:
 
 def test_a_request_that_started_while_closed_cannot_hand_back_another_requests_probe() -> None:
     from proxy_plugin.config import parse_config
-    from proxy_plugin.provider import Provider
+    from proxy_plugin.provider_state import ProviderState
 
     config = parse_config({"providers": [{"name": "a", "base_url": "http://127.0.0.1:1/v1"}]}, {})
-    provider = Provider(config.providers[0], config.circuit_breaker, 0)
+    provider = ProviderState(config.providers[0], config.circuit_breaker)
     early = provider.acquire_circuits("m")  # sent while the circuit was closed
     assert early == (False, False)
     provider.record_failure("m", "transient", "500", whole_provider=False, open_for=0.0)  # opens, probe-able at once

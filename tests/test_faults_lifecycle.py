@@ -19,11 +19,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import USER, entry
+from conftest import USER, entry, health
 from harness import run_host, serving, write_config
 from test_faults import ANSWER, ask
 
-from hulumanage.sim import FakeProvider, ok
+from hulumanage.sim import FakeProvider, ok, server_error
 
 #: what must never show on the server's stderr
 NOISE = ("Unclosed", "ResourceWarning", "Traceback", "Task was destroyed", "Task exception was never retrieved")
@@ -227,3 +227,37 @@ async def test_admin_reload_swaps_providers_mid_stream_and_rejects_an_invalid_fi
             proxy_view = (await resp.json())["proxy"]
         assert set(proxy_view["providers"]) == {"b"} and proxy_view["reloads"] == 1
         assert (await ask(client, True)).fingerprints == {"fake-b"}
+
+
+async def test_a_reload_keeps_the_state_of_unchanged_providers_and_resets_changed_ones(
+    fakes, http, tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HULUMANAGE_ADMIN_TOKEN", raising=False)
+    a, b, c = await fakes("a", "b", "c", answer=ANSWER)
+    a.set_default(server_error(500))
+    c.set_default(server_error(500))
+    sections = {
+        "routing": {"strategy": "round_robin", "health_check": {"enabled": False}},
+        "retries": {"attempts_per_provider": 1},
+        "circuit_breaker": {"consecutive_failures": 2, "open_base": 60, "open_max": 60},
+    }
+    path = write_config(tmp_path / "proxy.yaml", [entry(a), entry(b), entry(c)], **sections)
+    async with run_host("--approach", "proxy", "--proxy-config", str(path)) as host, host.client() as client:
+        for _ in range(6):
+            assert (await ask(client, False)).fingerprints == {"fake-b"}
+        tried = len(a.chat_requests()), len(c.chat_requests())
+        assert tried == (2, 2)  # both circuits opened after two failures each
+
+        # a unchanged, c changed (its weight): reload, as anyone allowed to could, to try to close a's circuit
+        write_config(path, [entry(a), entry(b), entry(c, weight=2)], **sections)
+        async with http.post(f"{host.url}/admin/reload") as resp:
+            assert resp.status == 200
+        providers = (await health(http, host))["proxy"]["providers"]
+        assert providers["a"]["circuits"]["gpt-4"]["state"] == "open"
+        assert (providers["a"]["failures"], providers["b"]["requests"]) == (2, 6)
+        assert "gpt-4" not in providers["c"]["circuits"] and providers["c"]["failures"] == 0
+
+        for _ in range(3):
+            assert (await ask(client, False)).fingerprints == {"fake-b"}
+        assert len(a.chat_requests()) == 2  # still out of rotation: the open circuit survived the reload
+        assert len(c.chat_requests()) > 2  # a fresh start: c is tried again

@@ -1,0 +1,115 @@
+"""The buffered exchange: one POST, one whole JSON answer relayed as the upstream's bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from proxy_plugin.attempts import Attempts, Outcome
+from proxy_plugin.classify import Failure
+from proxy_plugin.provider import Provider
+from proxy_plugin.upstream import Connection
+
+if TYPE_CHECKING:
+    from proxy_plugin.pool import Pool
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawResponse:
+    """Upstream bytes for the host to relay untouched.
+
+    A deliberate copy of the host's own (``hulumanage.call.RawResponse``): the host
+    relays any object with ``status``, ``body`` and ``headers``, so the plugin needs no
+    host import (docs/internals.md, "Copies across the boundary").
+    """
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class Buffered:
+    """A non-streaming chat completion: the first provider's complete answer wins."""
+
+    __slots__ = ("body", "model", "pool")
+
+    broke: Outcome | None = None  # a buffered answer has no stream to break
+
+    def __init__(self, pool: Pool, body: dict[str, Any]) -> None:
+        self.pool = pool
+        self.body = body
+        self.model: str = body["model"]
+
+    def start(self, provider: Provider) -> None:
+        """Nothing to prepare per provider."""
+
+    def may_try(self) -> bool:
+        """Every attempt starts from scratch."""
+        return True
+
+    async def attempt(self, provider: Provider, mapped: str, run: Attempts) -> Outcome:
+        """One upstream POST: the answer, or the failure's outcome."""
+        body = self.body
+        payload = orjson.dumps(body if mapped == self.model else {**body, "model": mapped})
+        client = self.pool.client
+        timeouts = provider.timeouts
+        limit = timeouts.request
+        left = run.remaining()
+        if left is not None:
+            limit = min(limit, left)
+        started = time.monotonic()
+        conn: Connection | None = None
+        try:
+            deadline = asyncio.get_running_loop().time() + limit
+            conn = await client.send(provider.endpoint, payload, timeouts.connect, deadline)
+            answer = await conn.read()
+            status = conn.status
+            headers = conn.headers
+        except Exception as exc:  # classified, re-raised when not a transport failure
+            outcome = Outcome.of_exception(exc)
+            if outcome is None:
+                raise
+            return outcome
+        finally:
+            if conn is not None:
+                client.release(conn)
+        if status == 200:
+            if _is_completion(answer):
+                provider.state.record_success(mapped, time.monotonic() - started)
+                return Outcome(ok=True, answer=RawResponse(200, answer, JSON_HEADERS))
+            return Outcome(Failure.BAD_RESPONSE, 200, "200 with a body that is not a JSON completion")
+        return Outcome.of_status(status, answer, headers)
+
+    def relay(self, provider: Provider, mapped: str) -> AsyncGenerator[Any, None]:
+        """Never called: a buffered attempt returns its whole answer."""
+        raise NotImplementedError
+
+    def refused(self, outcome: Outcome, provider: Provider) -> RawResponse:
+        """The provider's own error for a request that is the caller's fault, as it sent it."""
+        return RawResponse(outcome.status or 400, outcome.body, JSON_HEADERS)
+
+    def failed(self, outcome: Outcome) -> None:
+        """Nothing to remember: the next attempt starts from scratch."""
+
+    def exhausted(self, run: Attempts) -> Exception:
+        """The error naming what each provider did."""
+        return run.exhausted()
+
+    def close(self) -> None:
+        """Every connection is released as its attempt ends."""
+
+
+def _is_completion(body: bytes) -> bool:
+    """Whether a 200 body is a JSON object with ``choices`` (checked, then relayed as the same bytes)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("choices"), list)
