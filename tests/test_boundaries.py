@@ -1,4 +1,4 @@
-"""The contracts between the parts: import boundaries and documented hooks."""
+"""The contracts between the parts: import boundaries, no import cycles, and documented hooks."""
 
 from __future__ import annotations
 
@@ -38,6 +38,113 @@ def test_plugin_and_host_never_import_each_other(package: str, forbidden: str) -
     assert offenders == {}, f"{package} must meet {forbidden} only through the plugin protocol"
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    """Whether an ``if`` test is ``TYPE_CHECKING`` or ``typing.TYPE_CHECKING``."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _import_time_statements(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+    """The imports run when a module is imported: module level, inside if/try/with, not under TYPE_CHECKING."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        elif isinstance(node, ast.If):
+            found += _import_time_statements(node.orelse)
+            if not _is_type_checking(node.test):
+                found += _import_time_statements(node.body)
+        elif isinstance(node, ast.Try):
+            for block in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
+                found += _import_time_statements(block)
+        elif isinstance(node, ast.With):
+            found += _import_time_statements(node.body)
+    return found
+
+
+def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports at import time (relative imports resolved)."""
+    files = {}
+    for path in (root / package).rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        files[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        edges: set[str] = set()
+        for node in _import_time_statements(ast.parse(path.read_text(), str(path)).body):
+            if isinstance(node, ast.Import):
+                edges.update(alias.name for alias in node.names)
+                continue
+            if node.level:  # relative: `from . import x` in pkg/mod.py or pkg/__init__.py is pkg.x
+                anchor = here[: len(here) - node.level + 1]
+                base = ".".join([*anchor, node.module] if node.module else anchor)
+            else:
+                base = node.module or ""
+            edges.add(base)
+            edges.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import submodule`
+        graph[name] = {e for e in edges if e in files and e != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as ``[a, b, ..., a]``, or None if the graph is acyclic."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        """Depth-first search from ``node``; return a cycle through the current path, if any."""
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_no_import_cycle_among_plugin_modules() -> None:
+    graph = import_graph(ROOT, "proxy_plugin")
+    assert "proxy_plugin.routing.registry" in graph["proxy_plugin.config.checks"]  # the graph sees real edges
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph) or [])}"
+
+
+def test_config_does_not_import_provider() -> None:
+    graph = import_graph(ROOT, "proxy_plugin")
+    seen, todo = set(), ["proxy_plugin.config"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += graph[module]
+    assert "proxy_plugin.routing.registry" in seen
+    assert "proxy_plugin.provider" not in seen, "config must reach routing's names without importing provider.py"
+
+
+def test_the_cycle_check_finds_a_cycle_and_ignores_type_checking_and_function_imports(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from . import leaf\n")
+    (pkg / "sub" / "leaf.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n")
+    (pkg / "a.py").write_text("from pkg.sub import leaf\n")
+    (pkg / "b.py").write_text("def f():\n    import pkg.a\n")
+    assert find_cycle(import_graph(tmp_path, "pkg")) is None
+    (pkg / "sub" / "leaf.py").write_text("try:\n    from ..a import x\nexcept ImportError:\n    pass\n")
+    cycle = find_cycle(import_graph(tmp_path, "pkg"))
+    assert cycle is not None and cycle[0] == cycle[-1] and {"pkg.a", "pkg.sub.leaf"} <= set(cycle)
+
+
 def hook_signatures() -> dict[str, str]:
     """name -> 'name(arg, ...)' for every hookspec."""
     specs = {}
@@ -49,7 +156,7 @@ def hook_signatures() -> dict[str, str]:
 
 def test_every_hook_has_a_docstring_and_a_readme_section_with_its_exact_signature() -> None:
     readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^#### `([a-z_]+\([^)]*\))`$", readme, re.M))
+    documented = set(re.findall(r"^#### `([a-z_]+\([^)]*\))`$", readme, re.MULTILINE))
     specs = hook_signatures()
     assert {"register_approaches", "add_options", "lifespan", "register_routes"} <= set(specs)
     for name, signature in specs.items():

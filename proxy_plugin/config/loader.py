@@ -3,64 +3,26 @@
 Every problem is a :class:`ConfigError` naming the file, the key path and what is
 wrong. Secret values (``api_key``, ``headers``) are never echoed. The process
 environment is always passed in as ``environ``, so these functions are pure.
-The typed objects themselves live in ``config_schema.py`` and are re-exported here.
+Sections are declared in ``schema.py`` and validated by ``engine.py``; this module
+adds what spans them (the providers list, cross-field rules).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .config_schema import (
-    CircuitBreakerConfig,
-    HealthCheckConfig,
-    MonitoringConfig,
-    ProviderConfig,
-    ProxyConfig,
-    QueueConfig,
-    RetryConfig,
-    RoutingConfig,
-    TimeoutConfig,
-    TimeoutOverrides,
-    build,
-    describe,
-    unknown_key,
-)
-
-__all__ = [
-    "CircuitBreakerConfig",
-    "ConfigError",
-    "HealthCheckConfig",
-    "MonitoringConfig",
-    "ProviderConfig",
-    "ProxyConfig",
-    "QueueConfig",
-    "RetryConfig",
-    "RoutingConfig",
-    "TimeoutConfig",
-    "TimeoutOverrides",
-    "find_config_path",
-    "load_config",
-    "parse_config",
-]
+from proxy_plugin.config.engine import build, describe, unknown_key
+from proxy_plugin.config.interpolate import interpolate
+from proxy_plugin.config.schema import SECTIONS, ProviderConfig, ProxyConfig
 
 ENV_VAR = "HULUMANAGE_PROXY_CONFIG"
 DEFAULT_PATH = "~/.hulumanage/proxy_config.yaml"
-_SECTIONS: dict[str, type] = {
-    "routing": RoutingConfig,
-    "timeouts": TimeoutConfig,
-    "queue": QueueConfig,
-    "monitoring": MonitoringConfig,
-    "retries": RetryConfig,
-    "circuit_breaker": CircuitBreakerConfig,
-}
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(Exception):
@@ -90,9 +52,7 @@ class _Ctx:
 
     def interpolate(self, raw: str, path: str, secret: bool) -> tuple[str, bool]:
         """Return ``raw`` with references expanded, and whether it held any reference."""
-        it = _Interpolator(raw, self, path, secret)
-        value, _ = it.text(0, nested=False, active=True)
-        return value, it.used
+        return interpolate(raw, self, path, secret)
 
 
 # --- finding and reading the file -------------------------------------------------
@@ -166,73 +126,14 @@ def load_config(path: str | Path, environ: Mapping[str, str]) -> ProxyConfig:
     return parse_config(data, environ, source)
 
 
-# --- ${VAR} interpolation ----------------------------------------------------------
-
-
-class _Interpolator:
-    """Expand ``${VAR}``, ``${VAR:-default}`` (nested), and ``$$`` in one string."""
-
-    def __init__(self, raw: str, ctx: _Ctx, path: str, secret: bool) -> None:
-        """Prepare to expand ``raw``, the value at ``path``."""
-        self.raw, self.ctx, self.path, self.secret = raw, ctx, path, secret
-        self.used = False
-
-    def fail(self, problem: str) -> ConfigError:
-        """An interpolation error; the raw string is quoted unless it is a secret."""
-        return self.ctx.error(self.path, problem if self.secret else f"{problem} in {self.raw!r}")
-
-    def text(self, i: int, nested: bool, active: bool) -> tuple[str, int]:
-        """Expand from ``i`` to the end (or to the ``}`` closing a default if ``nested``)."""
-        s, out = self.raw, []
-        while i < len(s):
-            c = s[i]
-            if c == "$" and s.startswith("$$", i):
-                out.append("$")
-                i += 2
-            elif c == "$" and s.startswith("${", i):
-                value, i = self.reference(i + 2, active)
-                out.append(value)
-            elif c == "}" and nested:
-                return "".join(out), i
-            else:
-                out.append(c)
-                i += 1
-        if nested:
-            raise self.fail("unterminated '${' (missing '}')")
-        return "".join(out), i
-
-    def reference(self, i: int, active: bool) -> tuple[str, int]:
-        """Expand one reference whose name starts at ``i``; only look it up if ``active``."""
-        self.used = True
-        s, env = self.raw, self.ctx.environ
-        match = _NAME.match(s, i)
-        if match is None:
-            if i >= len(s) or "}" not in s[i:]:
-                raise self.fail("unterminated '${' (missing '}')")
-            raise self.fail("expected a variable name after '${'")
-        name, i = match.group(), match.end()
-        if s.startswith("}", i):
-            if active and name not in env:
-                raise self.ctx.error(
-                    self.path, f"environment variable {name} is not set (set it, or write ${{{name}:-default}})"
-                )
-            return (env.get(name, "") if active else ""), i + 1
-        if s.startswith(":-", i):
-            is_set = active and bool(env.get(name))
-            default, i = self.text(i + 2, nested=True, active=active and not is_set)
-            return (env[name] if is_set else default), i + 1
-        if i >= len(s):
-            raise self.fail("unterminated '${' (missing '}')")
-        raise self.fail(f"expected '}}' or ':-' after ${{{name}")
-
-
 def _providers(raw: Any, ctx: _Ctx) -> tuple[ProviderConfig, ...]:
     """Validate the ``providers`` list: at least one, each valid, names unique."""
     if raw is None or (isinstance(raw, list) and not raw):
         raise ctx.error("providers", "must list at least one provider")
     if not isinstance(raw, list):
         raise ctx.error("providers", f"expected a list of providers, got {describe(raw)}")
-    providers, seen = [], {}
+    providers: list[ProviderConfig] = []
+    seen: dict[str, int] = {}
     for i, item in enumerate(raw):
         if not isinstance(item, Mapping):
             raise ctx.error(f"providers[{i}]", f"expected a mapping, got {describe(item)}")
@@ -262,14 +163,14 @@ def parse_config(data: Any, environ: Mapping[str, str], source: str = "<config>"
         raise ctx.error("", "the file is empty; it needs at least a 'providers' list")
     if not isinstance(data, Mapping):
         raise ctx.error("", f"expected a mapping at the top level, got {describe(data)}")
-    allowed = ["providers", *_SECTIONS]
+    allowed = ["providers", *SECTIONS]
     for key in data:
         if key not in allowed:
             raise unknown_key(ctx, "", key, allowed)
     if "providers" not in data:
         raise ctx.error("providers", "required key is missing (the list of upstream providers)")
     providers = _providers(data["providers"], ctx)
-    sections = {name: build(cls, data.get(name), ctx, name) for name, cls in _SECTIONS.items()}
+    sections = {name: build(cls, data.get(name), ctx, name) for name, cls in SECTIONS.items()}
     _at_least(ctx, sections["retries"], "retries", "backoff_max", "backoff_base")
     _at_least(ctx, sections["circuit_breaker"], "circuit_breaker", "open_max", "open_base")
     return ProxyConfig(providers=providers, source=source, **sections)

@@ -1,0 +1,86 @@
+"""Field checks for config values: each returns the normalized value or raises ``ValueError(problem)``.
+
+Used as ``opt(check=...)`` in ``schema.py``. A problem text never quotes a secret's
+value. Strategy names come from the routing registry, the one list of them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from urllib.parse import urlsplit
+
+from proxy_plugin.routing.registry import NAMES as STRATEGIES
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def header_problem(text: str) -> str | None:
+    """Why ``text`` cannot travel in an HTTP header ("line breaks", "not Latin-1"), or None."""
+    if "\r" in text or "\n" in text:
+        return "line breaks"
+    if not text.isascii():
+        try:
+            text.encode("latin-1")
+        except UnicodeEncodeError:
+            return "not Latin-1"
+    return None
+
+
+def header_text(value: str) -> str:
+    """Check a value sent in an HTTP header (an API key): one line of Latin-1 text. Never echoes it."""
+    problem = header_problem(value)
+    if problem == "line breaks":
+        raise ValueError("must not contain line breaks (it is sent in an HTTP header)")
+    if problem is not None:
+        raise ValueError("must be Latin-1 text (it is sent in an HTTP header); check for pasted quotes or spaces")
+    return value
+
+
+def header_item(item: tuple[str, str]) -> str:
+    """Check one ``(name, value)`` of a headers mapping; return the value. Never echoes either."""
+    name, value = item
+    problem = header_problem(name + value)
+    if problem == "line breaks":
+        raise ValueError("header names and values must not contain line breaks")
+    if problem is not None:
+        raise ValueError("header names and values must be Latin-1 text")
+    return value
+
+
+def http_url(value: str) -> str:
+    """Check an http(s) base URL and strip trailing slashes."""
+    bad = ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    if not value or any(c.isspace() for c in value):
+        raise bad
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad
+    return value.rstrip("/")
+
+
+def non_empty(value: str) -> str:
+    """Reject an empty or blank string."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def strategy(value: str) -> str:
+    """Check a routing strategy name against the registry, suggesting the closest one."""
+    if value in STRATEGIES:
+        return value
+    close = difflib.get_close_matches(value, STRATEGIES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    allowed = ", ".join(repr(s) for s in STRATEGIES)
+    raise ValueError(f"unknown strategy {value!r}{hint}; expected one of {allowed}")
+
+
+def log_level(value: str) -> str:
+    """Check a log level name, case-insensitively; return it upper-case."""
+    if value.upper() in LOG_LEVELS:
+        return value.upper()
+    raise ValueError(f"unknown log level {value!r}; expected one of {', '.join(LOG_LEVELS)}")

@@ -1,0 +1,160 @@
+"""The proxy configuration as frozen, typed objects: one dataclass per section.
+
+Each field declares its type by annotation and its rules with ``opt(...)`` (see
+``engine.py`` for how a section is declared and validated; the checks are in
+``checks.py``). Every dataclass-typed field of :class:`ProxyConfig` is a top-level
+section of the YAML file, in the order validated. Secret fields (``api_key``,
+``headers``) never show in ``repr`` or in an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from proxy_plugin.config.checks import header_item, header_text, http_url, log_level, non_empty, strategy
+from proxy_plugin.config.engine import empty_map, hash_fields, opt
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TimeoutConfig:
+    """Timeouts in seconds for upstream calls; None disables an optional one."""
+
+    connect: float = opt(5.0, gt=0)
+    request: float = opt(120.0, gt=0)
+    first_token: float | None = opt(30.0, gt=0)
+    idle: float | None = opt(30.0, gt=0)
+    total: float | None = opt(None, gt=0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TimeoutOverrides:
+    """Per-provider timeouts; None means "use the global value".
+
+    ``total`` is one deadline over every provider a request tries, so it is global only.
+    """
+
+    connect: float | None = opt(None, gt=0)
+    request: float | None = opt(None, gt=0)
+    first_token: float | None = opt(None, gt=0)
+    idle: float | None = opt(None, gt=0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One OpenAI-compatible upstream. ``api_key`` and ``headers`` never show in repr."""
+
+    name: str = opt(check=non_empty)
+    base_url: str = opt(check=http_url)
+    api_key: str | None = opt(None, secret=True, check=header_text)
+    weight: float = opt(1.0, ge=0)
+    fallback_only: bool = opt(False)
+    model_map: Mapping[str, str] = opt(factory=empty_map)
+    max_concurrent: int | None = opt(None, ge=1)
+    slot_wait: float = opt(0.5, ge=0)
+    headers: Mapping[str, str] = opt(factory=empty_map, secret=True, check=header_item)
+    supports_prefill: bool = opt(False)
+    timeouts: TimeoutOverrides = dataclasses.field(default_factory=TimeoutOverrides)
+
+    def __hash__(self) -> int:
+        """Hash by value (the mappings are read-only)."""
+        return hash_fields(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """Background health checks of each provider."""
+
+    enabled: bool = opt(True)
+    interval: float = opt(30.0, gt=0)
+    timeout: float = opt(5.0, gt=0)
+    unhealthy_after: int = opt(1, ge=1)
+    healthy_after: int = opt(1, ge=1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """How a provider is chosen for each request."""
+
+    strategy: str = opt("weighted", check=strategy)
+    health_check: HealthCheckConfig = dataclasses.field(default_factory=HealthCheckConfig)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """The global bound on requests in flight, and how long a request may wait."""
+
+    max_concurrent: int = opt(100, ge=1)
+    timeout: float = opt(30.0, ge=0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MonitoringConfig:
+    """Logging and metrics switches."""
+
+    log_level: str = opt("INFO", check=log_level)
+    track_latency: bool = opt(True)
+    track_errors: bool = opt(True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """Retries on the same provider and the retry budget."""
+
+    attempts_per_provider: int = opt(2, ge=1)
+    backoff_base: float = opt(0.1, ge=0)
+    backoff_max: float = opt(2.0, ge=0)
+    retry_after_max: float = opt(2.0, ge=0)
+    budget_ratio: float = opt(0.2, ge=0, le=1)
+    budget_min: int = opt(10, ge=0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CircuitBreakerConfig:
+    """When a failing provider is taken out of rotation, and for how long."""
+
+    enabled: bool = opt(True)
+    consecutive_failures: int = opt(5, ge=1)
+    failure_rate: float = opt(0.5, gt=0, le=1)
+    window: float = opt(30.0, gt=0)
+    min_requests: int = opt(10, ge=1)
+    open_base: float = opt(5.0, gt=0)
+    open_max: float = opt(60.0, gt=0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """The whole validated proxy configuration; ``source`` is the file it came from."""
+
+    providers: tuple[ProviderConfig, ...]
+    routing: RoutingConfig = dataclasses.field(default_factory=RoutingConfig)
+    timeouts: TimeoutConfig = dataclasses.field(default_factory=TimeoutConfig)
+    queue: QueueConfig = dataclasses.field(default_factory=QueueConfig)
+    monitoring: MonitoringConfig = dataclasses.field(default_factory=MonitoringConfig)
+    retries: RetryConfig = dataclasses.field(default_factory=RetryConfig)
+    circuit_breaker: CircuitBreakerConfig = dataclasses.field(default_factory=CircuitBreakerConfig)
+    source: str = "<config>"
+
+    def __hash__(self) -> int:
+        """Hash by value (the mappings are read-only)."""
+        return hash_fields(self)
+
+    def timeouts_for(self, provider: ProviderConfig) -> TimeoutConfig:
+        """Return the global timeouts with ``provider``'s overrides applied."""
+        over = provider.timeouts
+        merged = {}
+        for f in dataclasses.fields(TimeoutConfig):
+            value = getattr(over, f.name, None)
+            merged[f.name] = getattr(self.timeouts, f.name) if value is None else value
+        return TimeoutConfig(**merged)
+
+
+def _sections() -> dict[str, type]:
+    """The top-level sections: every dataclass-typed field of ProxyConfig, in field order."""
+    hints = typing.get_type_hints(ProxyConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(ProxyConfig) if dataclasses.is_dataclass(hints[f.name])}
+
+
+SECTIONS: Mapping[str, type] = MappingProxyType(_sections())

@@ -1,0 +1,19 @@
+"""The ``failover`` strategy: the first available provider in config order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from proxy_plugin.provider import Provider
+
+
+class Failover:
+    """The first available provider in config order."""
+
+    name = "failover"
+
+    def order(self, providers: Sequence[Provider]) -> list[Provider]:
+        """Config order."""
+        return sorted(providers, key=lambda p: p.index)
