@@ -49,36 +49,36 @@ class UpstreamError(Exception):
     #: whether it says the provider as a whole is unreachable (not one model)
     connection_level = False
 
+    def __init__(self, what: str | None = None) -> None:
+        """``what``, when given, replaces the class's description and is the message too."""
+        if what is None:
+            super().__init__()
+        else:
+            super().__init__(what)
+            self.what = what
 
-class ConnectFailed(UpstreamError):
+
+class ConnectFailedError(UpstreamError):
     """No connection could be opened."""
 
     connection_level = True
 
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
 
-
-class Disconnected(UpstreamError):
+class DisconnectedError(UpstreamError):
     """The server closed the connection before any response."""
 
     what = "server disconnected"
     connection_level = True
 
 
-class ResponseCut(UpstreamError):
+class ResponseCutError(UpstreamError):
     """The connection ended in the middle of a response."""
 
     what = "response cut short"
 
 
-class BadHTTP(UpstreamError):
+class BadHTTPError(UpstreamError):
     """The server's bytes are not a valid HTTP/1.1 response, or one this client refuses."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -221,11 +221,11 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(BadHTTP("the provider switched protocols"))
+            self._fail(BadHTTPError("the provider switched protocols"))
         except httptools.HttpParserError as exc:
             if self.error is None:
                 reason = str(exc)[:80]  # llhttp's fixed reason ("Expected HTTP/"), never response bytes
-                self._fail(BadHTTP(f"malformed HTTP response ({reason})" if reason else "malformed HTTP response"))
+                self._fail(BadHTTPError(f"malformed HTTP response ({reason})" if reason else "malformed HTTP response"))
         if self.error is not None and self.transport is not None:
             self.transport.close()
 
@@ -240,9 +240,9 @@ class Connection(asyncio.Protocol):
         if self.headers_done and self._until_close:
             self._finish()  # a body delimited by the end of the connection
         elif self.headers_done:
-            self._fail(ResponseCut())
+            self._fail(ResponseCutError())
         elif self.busy:
-            self._fail(Disconnected())
+            self._fail(DisconnectedError())
 
     # -- httptools callbacks -------------------------------------------------------
 
@@ -264,7 +264,7 @@ class Connection(asyncio.Protocol):
         elif encoding == "deflate":
             self._decoder = zlib.decompressobj()
         elif encoding not in ("identity", ""):
-            self._fail(BadHTTP(f"unsupported content-encoding {encoding!r}"))
+            self._fail(BadHTTPError(f"unsupported content-encoding {encoding!r}"))
             return
         self.headers_done = True
         self._wake()
@@ -276,13 +276,13 @@ class Connection(asyncio.Protocol):
             try:  # at most one byte past the limit: a small compressed body never expands in memory
                 body = self._decoder.decompress(body, MAX_BODY - self._body_size + 1)
             except zlib.error:
-                self._fail(BadHTTP("the response body does not decompress"))
+                self._fail(BadHTTPError("the response body does not decompress"))
                 return
             if not body:
                 return
         self._body_size += len(body)
         if self._body_size > MAX_BODY:
-            self._fail(BadHTTP(f"response body larger than {MAX_BODY // (1024 * 1024)} MB"))
+            self._fail(BadHTTPError(f"response body larger than {MAX_BODY // (1024 * 1024)} MB"))
             return
         self._chunks.append(body)
         self._buffered += len(body)
@@ -381,20 +381,20 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
-def _connect_error(exc: BaseException, timeout: float | None) -> ConnectFailed | None:
+def _connect_error(exc: BaseException, timeout: float | None) -> ConnectFailedError | None:
     """What a failed connection attempt means, without the addresses or the OS's words (None: not ours)."""
     if isinstance(exc, TimeoutError):
-        return ConnectFailed(f"connect timeout ({timeout:g}s)")
+        return ConnectFailedError(f"connect timeout ({timeout:g}s)")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return ConnectFailed(f"TLS certificate not trusted ({exc.verify_message})")
+        return ConnectFailedError(f"TLS certificate not trusted ({exc.verify_message})")
     if isinstance(exc, ssl.SSLError):
-        return ConnectFailed("TLS handshake failed")
+        return ConnectFailedError("TLS handshake failed")
     if isinstance(exc, ConnectionRefusedError) or (isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED):
-        return ConnectFailed("connection refused")
+        return ConnectFailedError("connection refused")
     if isinstance(exc, socket.gaierror):
-        return ConnectFailed("cannot resolve the provider's host name")
+        return ConnectFailedError("cannot resolve the provider's host name")
     if isinstance(exc, OSError):
-        return ConnectFailed(f"cannot connect ({type(exc).__name__})")
+        return ConnectFailedError(f"cannot connect ({type(exc).__name__})")
     return None  # cancellation and the rest: as they are
 
 
@@ -410,16 +410,16 @@ async def _tunnel(loop: asyncio.AbstractEventLoop, sock: socket.socket, endpoint
     while b"\r\n\r\n" not in reply and len(reply) <= 16 * 1024:
         data = await loop.sock_recv(sock, 4096)
         if not data:
-            raise ConnectFailed(f"the egress proxy {proxy} closed the connection instead of opening a tunnel")
+            raise ConnectFailedError(f"the egress proxy {proxy} closed the connection instead of opening a tunnel")
         reply += data
     head, ended, rest = reply.partition(b"\r\n\r\n")
     version, _, status_reason = head.split(b"\r\n", 1)[0].partition(b" ")
     status, _, reason = status_reason.partition(b" ")
     if not ended or rest or not version.startswith(b"HTTP/1.") or not status.isdigit():
-        raise ConnectFailed(f"the egress proxy {proxy} did not answer CONNECT with HTTP")
+        raise ConnectFailedError(f"the egress proxy {proxy} did not answer CONNECT with HTTP")
     if not 200 <= int(status) < 300:
         said = "".join(c for c in reason[:60].decode("latin-1") if c.isprintable())
-        raise ConnectFailed(f"the egress proxy {proxy} refused the tunnel ({' '.join(filter(None, (status.decode(), said)))})")
+        raise ConnectFailedError(f"the egress proxy {proxy} refused the tunnel ({' '.join(filter(None, (status.decode(), said)))})")
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -506,7 +506,7 @@ class UpstreamClient:
             conn.read_deadline = deadline
             try:
                 return await self._exchange(conn, endpoint, payload)
-            except Disconnected:
+            except DisconnectedError:
                 if conn.answered:
                     raise
                 self.stale += 1
