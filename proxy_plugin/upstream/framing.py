@@ -12,8 +12,9 @@ in between; how fast that is was measured, see ``bench/README.md``.
 The rules applied (RFC 9112 unless said):
 - the status line and headers are parsed by ``httptools`` (llhttp); an interim ``1xx``
   response is skipped, the final one follows it (RFC 9110 15.2);
-- the body is framed by ``Content-Length``, by ``Transfer-Encoding: chunked`` (extensions
-  and trailers dropped), or else by the end of the connection (6.3);
+- the body is framed by ``Content-Length``, by ``Transfer-Encoding: chunked`` (chunk
+  extensions ignored, trailer fields added to ``headers`` as they come, after the body:
+  7.1), or else by the end of the connection (6.3);
 - ``gzip`` and ``deflate`` bodies are decoded as they arrive (``identity`` is asked for);
   another coding is refused; a decoded body over ``MAX_BODY`` is refused, decoding at
   most one byte past it, so a small compressed bomb never expands in memory;
