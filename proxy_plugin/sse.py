@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Protocol
 
 DONE_PAYLOAD = b"[DONE]"
@@ -12,7 +12,9 @@ DONE_EVENT = b"data: [DONE]\n\n"
 class Readable(Protocol):
     """Anything with ``readany()``: the bytes that arrived since the last call, ``b""`` at the end."""
 
-    readany: Callable[[], Awaitable[bytes]]
+    def readany(self) -> Awaitable[bytes]:
+        """The bytes that arrived since the last call; ``b""`` at the end."""
+        ...
 
 
 async def data_events(content: Readable) -> AsyncGenerator[bytes, None]:

@@ -1,4 +1,4 @@
-"""The proxy's own HTTP/1.1 client to providers (``proxy_plugin/upstream.py``), end to end.
+"""The proxy's own HTTP/1.1 client to providers (``proxy_plugin/upstream/``), end to end.
 
 Every test sends requests through the real host with the official SDK to an upstream
 scripted at the HTTP level: a small aiohttp app where aiohttp can say it (keep-alive,
@@ -32,6 +32,7 @@ from conftest import USER, entry, health
 from harness import eventually
 
 import proxy_plugin.upstream as upstream_module
+import proxy_plugin.upstream.framing as framing_module
 
 FAILOVER = {"strategy": "failover", "health_check": {"enabled": False}}
 NO_RETRY = {"attempts_per_provider": 1}
@@ -364,7 +365,7 @@ async def test_an_answer_delimited_by_the_connection_closing_is_read_whole(proxy
 async def test_a_broken_http_answer_fails_over_and_is_named(
     fakes, proxy, http, monkeypatch, reply: bytes, what: str, stream: bool,
 ) -> None:
-    monkeypatch.setattr(upstream_module, "MAX_BODY", 1024 * 1024)  # the bomb expands to 8 MB
+    monkeypatch.setattr(framing_module, "MAX_BODY", 1024 * 1024)  # the bomb expands to 8 MB
     (b,) = await fakes("b", answer=ANSWER)
     async with RawUpstream(reply) as url:
         host = await proxy([{"name": "a", "base_url": url}, entry(b)], routing=FAILOVER, retries=NO_RETRY)
