@@ -10,7 +10,7 @@ import os
 import orjson
 from aiohttp import web
 
-from hulumanage.keys import PLUGIN_MANAGER
+from hulumanage.appkeys import PLUGIN_MANAGER
 from hulumanage.plugins import settle
 
 logger = logging.getLogger(__name__)

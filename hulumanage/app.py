@@ -12,7 +12,7 @@ import pluggy
 from aiohttp import web
 
 from hulumanage import admin, api
-from hulumanage.keys import APPROACHES, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.appkeys import APPROACHES, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.plugins import collect_approaches, get_plugin_manager
 
 logger = logging.getLogger(__name__)

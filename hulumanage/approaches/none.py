@@ -11,7 +11,7 @@ import orjson
 
 from hulumanage.call import Call, RawResponse
 from hulumanage.errors import ApiError
-from hulumanage.keys import HTTP, OPTIONS
+from hulumanage.appkeys import HTTP, OPTIONS
 
 
 class NoneApproach:
