@@ -55,3 +55,19 @@ def reload(app: Any) -> Any:
     Return a JSON-able dict describing what was reloaded, or raise to reject the
     reload (the old configuration keeps serving).
     """
+
+
+@hookspec
+def register_commands(register: Any) -> None:
+    """Register subcommands of the ``hulumanage`` command.
+
+    Call ``register(name, help, add_arguments, run)`` for each: ``name`` is the
+    word after ``hulumanage``; ``help`` one line for the command list;
+    ``add_arguments(parser)`` (or None) adds the command's flags to its own
+    ``argparse`` parser, which also has ``--log-level`` and every plugin's
+    ``add_options`` flags; ``run(options, pm)`` runs it with the parsed
+    ``argparse.Namespace`` and the plugin manager and returns the exit status
+    (an ``int``, or an awaitable of one, run on a new event loop). The host's own
+    ``serve`` and ``demo`` come through this hook too. A name registered twice
+    is a startup error naming both plugins.
+    """

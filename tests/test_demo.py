@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hulumanage.cli import parse_args
+from hulumanage.options import parse_args
 from hulumanage.demo import fleet, report, run_demo
 from hulumanage.demo.load import Progress
 from hulumanage.plugins import get_plugin_manager

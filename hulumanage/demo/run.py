@@ -19,7 +19,7 @@ import pluggy
 from aiohttp import web
 
 from hulumanage.app import make_app
-from hulumanage.cli import parse_args
+from hulumanage.options import parse_args
 from hulumanage.demo import fleet, report
 from hulumanage.demo.load import Progress, send_requests
 from hulumanage.fastpath import FastSite
