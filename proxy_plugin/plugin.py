@@ -90,11 +90,13 @@ def list_models(app: web.Application) -> list[dict[str, Any]]:
 
 @hookimpl
 def reload(app: web.Application) -> Any:
-    """Reload the providers file (the old pool keeps serving if the new file is invalid)."""
+    """Prepare a reload of the providers file: an awaitable of a prepared reload (``apply()``,
+    ``discard()``); the host applies it once every plugin has prepared. An invalid file
+    raises, and the old pool keeps serving."""
     runtime = app.get(RUNTIME)
     if runtime is None:
         return None
-    return runtime.reload()
+    return runtime.prepare_reload()
 
 
 __all__ = ["ConfigError"]
