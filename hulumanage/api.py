@@ -9,10 +9,10 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
+from hulumanage.appkeys import APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.call import Call
 from hulumanage.compose import layer_client
 from hulumanage.errors import ApiError, error_payload
-from hulumanage.appkeys import APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.plugins import settle
 from hulumanage.results import completion_body, is_stream, sse_writes
 from hulumanage.validate import validate_request

@@ -100,7 +100,7 @@ def collect_commands(pm: pluggy.PluginManager) -> dict[str, Command]:
 
         def register(
             name: str,
-            help: str,  # noqa: A002 - the word argparse uses
+            help: str,  # the word argparse uses
             add_arguments: Callable[[Any], None] | None,
             run: Callable[[Any, pluggy.PluginManager], Any],
             _owner: str = owner,

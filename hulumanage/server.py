@@ -14,7 +14,7 @@ from aiohttp import web
 
 from hulumanage.admin import reload_plugins
 from hulumanage.app import make_app
-from hulumanage.fastpath import FastSite
+from hulumanage.fastsite import FastSite
 
 logger = logging.getLogger("hulumanage")
 

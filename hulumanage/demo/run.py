@@ -19,10 +19,10 @@ import pluggy
 from aiohttp import web
 
 from hulumanage.app import make_app
-from hulumanage.options import parse_args
 from hulumanage.demo import fleet, report
 from hulumanage.demo.load import Progress, send_requests
-from hulumanage.fastpath import FastSite
+from hulumanage.fastsite import FastSite
+from hulumanage.options import parse_args
 
 DEFAULT_REQUESTS = 300
 DEFAULT_CONCURRENCY = 16
