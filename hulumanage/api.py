@@ -187,7 +187,8 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """``GET /health``: the host, its approaches, and whatever plugins report."""
-    body: dict[str, Any] = {"status": "ok", "approaches": sorted(request.app[APPROACHES]), "default_approach": request.app[OPTIONS].approach}
+    approaches = request.app[APPROACHES]
+    body: dict[str, Any] = {"status": "ok", "approaches": sorted(approaches), "default_approach": request.app[OPTIONS].approach}
     for part in await settle(request.app[PLUGIN_MANAGER].hook.health(app=request.app)):
         if part:
             body.update(part)

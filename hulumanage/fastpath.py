@@ -228,7 +228,9 @@ class FastConnection(asyncio.Protocol):
             self._close()
             return
         if EAGER:  # runs up to its first real wait now (the upstream's answer), not a loop turn later
-            task = asyncio.Task(self._serve(request), loop=asyncio.get_running_loop(), eager_start=True)
+            # eager_start is 3.12+ (EAGER is False before): 3.11's typeshed does not know it
+            task = asyncio.Task(self._serve(request), loop=asyncio.get_running_loop(),
+                                eager_start=True)  # type: ignore[call-arg,unused-ignore]
         else:
             task = asyncio.get_running_loop().create_task(self._serve(request))
         self.task = task

@@ -49,7 +49,7 @@ def hook_signatures() -> dict[str, str]:
 
 def test_every_hook_has_a_docstring_and_a_readme_section_with_its_exact_signature() -> None:
     readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^#### `([a-z_]+\([^)]*\))`$", readme, re.M))
+    documented = set(re.findall(r"^#### `([a-z_]+\([^)]*\))`$", readme, re.MULTILINE))
     specs = hook_signatures()
     assert {"register_approaches", "add_options", "lifespan", "register_routes"} <= set(specs)
     for name, signature in specs.items():

@@ -6,7 +6,7 @@ registers one approach, and makes its upstream call through ``call.client``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pluggy
 
@@ -18,7 +18,7 @@ class Shout:
 
     slug = "shout"
     description = "answers in capitals"
-    params = {"shout_suffix": "text appended to the answer (default '!')"}
+    params: ClassVar[dict[str, str]] = {"shout_suffix": "text appended to the answer (default '!')"}
     terminal = False
 
     async def run(self, call: Any) -> Any:
