@@ -31,7 +31,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="proxy providers file (default $HULUMANAGE_PROXY_CONFIG, else ~/.hulumanage/proxy_config.yaml)")
 
 
-class ProxyNotConfigured(Exception):
+class ProxyNotConfiguredError(Exception):
     """``--approach proxy`` with no configuration file anywhere."""
 
 
@@ -45,7 +45,7 @@ async def _lifespan(app: web.Application, options: argparse.Namespace) -> AsyncI
     path, looked = find_config_path(getattr(options, "proxy_config", None), os.environ)
     if path is None:
         if getattr(options, "approach", None) == "proxy":
-            raise ProxyNotConfigured(
+            raise ProxyNotConfiguredError(
                 "--approach proxy needs a providers file, and none was found (looked at: "
                 + ", ".join(looked)
                 + "). Copy proxy_config.example.yaml to one of those places, or pass --proxy-config PATH; "

@@ -121,8 +121,8 @@ async def run_demo(
     level = "DEBUG" if debug else "WARNING"
     with _quiet(debug), tempfile.TemporaryDirectory(prefix="hulumanage-demo-") as tmp, _listen() as sock:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        # Built before the servers start: the SDK's first use costs a few hundred ms of
-        # blocking work, which would otherwise stall the host's first health checks.
+        # Built before the servers start: the SDK's first use is slow blocking work,
+        # which would otherwise stall the host's first health checks.
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="demo-client", max_retries=0,
                                       timeout=CLIENT_TIMEOUT) as client:
             client.chat.completions  # noqa: B018 - loads the SDK's chat resources now
