@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hmac
+import inspect
 import ipaddress
 import logging
 import os
+from collections.abc import Mapping
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
 
-from hulumanage.keys import PLUGIN_MANAGER
-from hulumanage.plugins import settle
+from hulumanage.appkeys import PLUGIN_MANAGER
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +31,40 @@ def _allowed(request: web.Request) -> bool:
         return False
 
 
+def _prepared(result: object) -> bool:
+    """Whether a ``reload`` hook returned a prepared reload (not a legacy, already applied dict)."""
+    return not isinstance(result, Mapping) and callable(getattr(result, "apply", None))
+
+
+def _discard(results: list[object]) -> None:
+    """Drop prepared reloads unapplied (another plugin rejected the reload)."""
+    for result in results:
+        discard = getattr(result, "discard", None) if _prepared(result) else None
+        if discard is None:
+            continue
+        try:
+            discard()
+        except Exception:  # one plugin's failing discard must not hide the rejection (logged)
+            logger.exception("a plugin failed to discard its prepared reload")
+
+
 async def reload_plugins(app: web.Application) -> list[object]:
-    """Run every plugin's ``reload`` hook, awaiting what needs awaiting."""
-    return await settle(app[PLUGIN_MANAGER].hook.reload(app=app))
+    """Reload every plugin's configuration, all or nothing: prepare them all, then apply them all.
+
+    Each ``reload`` hook returns (or returns an awaitable of) a prepared reload; the first
+    exception rejects the whole reload, the prepared ones are discarded and nothing is
+    applied. A plugin returning a plain dict reloaded already (the legacy form).
+    """
+    prepared: list[object] = []
+    try:
+        # one plugin at a time, in pluggy's call order: the first rejection stops the others
+        for impl in reversed(app[PLUGIN_MANAGER].hook.reload.get_hookimpls()):
+            result = impl.function(**{name: app for name in impl.argnames if name == "app"})
+            prepared.append(await result if inspect.isawaitable(result) else result)
+    except BaseException:
+        _discard(prepared)
+        raise
+    return [cast(Any, result).apply() if _prepared(result) else result for result in prepared]
 
 
 def _json(status: int, body: object) -> web.Response:

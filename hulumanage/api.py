@@ -9,10 +9,10 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
+from hulumanage.appkeys import APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.call import Call
 from hulumanage.compose import layer_client
 from hulumanage.errors import ApiError, error_payload
-from hulumanage.keys import APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.plugins import settle
 from hulumanage.results import completion_body, is_stream, sse_writes
 from hulumanage.validate import validate_request
@@ -187,7 +187,8 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """``GET /health``: the host, its approaches, and whatever plugins report."""
-    body: dict[str, Any] = {"status": "ok", "approaches": sorted(request.app[APPROACHES]), "default_approach": request.app[OPTIONS].approach}
+    approaches = request.app[APPROACHES]
+    body: dict[str, Any] = {"status": "ok", "approaches": sorted(approaches), "default_approach": request.app[OPTIONS].approach}
     for part in await settle(request.app[PLUGIN_MANAGER].hook.health(app=request.app)):
         if part:
             body.update(part)

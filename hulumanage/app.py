@@ -12,7 +12,7 @@ import pluggy
 from aiohttp import web
 
 from hulumanage import admin, api
-from hulumanage.keys import APPROACHES, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.appkeys import APPROACHES, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.plugins import collect_approaches, get_plugin_manager
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
     pm = pm or get_plugin_manager()
     approaches = collect_approaches(pm)
     if any(not getattr(a, "terminal", False) for a in approaches.values()):
-        # Composed layers run on the openai SDK; importing it takes about a second, which
+        # Composed layers run on the openai SDK; importing it is slow blocking work, which
         # must happen here at startup, not on the event loop under the first such request.
         import openai  # noqa: F401
     if options.approach not in approaches:

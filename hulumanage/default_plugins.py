@@ -1,4 +1,4 @@
-"""The host's built-in approaches, registered through the same hook as any plugin."""
+"""The host's built-in approaches and commands, registered through the same hooks as any plugin."""
 
 from __future__ import annotations
 
@@ -17,3 +17,13 @@ def register_approaches(register: Any) -> None:
     register(NoneApproach())
     register(MixtureOfAgents())
     register(BestOfN())
+
+
+@hookimpl
+def register_commands(register: Any) -> None:
+    """Register ``serve`` (the default command) and ``demo``."""
+    from hulumanage.commands import run_demo, run_serve
+    from hulumanage.options import add_demo_arguments, add_serve_arguments
+
+    register("serve", "run the server (the default command)", add_serve_arguments, run_serve)
+    register("demo", "the proxy on simulated providers: no keys, no network", add_demo_arguments, run_demo)

@@ -1,4 +1,8 @@
-"""OpenAI-shaped errors raised inside the host."""
+"""OpenAI-shaped errors raised inside the host.
+
+Plugins raise their own twin of ``ApiError`` (any exception with an integer ``status_code``);
+the proxy keeps small copies of both names here (docs/internals.md, "Deliberate copies").
+"""
 
 from __future__ import annotations
 

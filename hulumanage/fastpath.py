@@ -1,5 +1,9 @@
 """The fast path: a lean HTTP/1.1 server for ``POST /v1/chat/completions``, aiohttp for the rest.
 
+This module is the connection (``FastConnection``: an asyncio protocol and its HTTP/1.1
+rules); ``fastsite.py`` is the listening site that starts connections here, and
+``aiohttp_compat.py`` holds every aiohttp internal the two use (the hand-over, the stop).
+
 Every new request on a connection is looked at before anything is parsed: when it is the
 one hot route (``POST /v1/chat/completions`` or ``POST /chat/completions``, HTTP/1.1, no
 query string) this module answers it with an ``httptools`` parser and prebuilt response
@@ -24,174 +28,39 @@ in order (one that is not the hot route, arriving in the same packet as the one 
 closes the connection after the answers before it: RFC 9112 9.3.2 lets a server do that, and
 a pipelining client retries on a new connection). A client that goes away cancels its
 request (the upstream stream is closed at once), as ``handler_cancellation`` does on aiohttp.
+
+What it saves against aiohttp (CPU per request, time to first byte) is measured in
+``bench/README.md``; figures are kept there, not here, so they cannot go stale.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import http
 import logging
 import sys
-import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httptools
 from aiohttp import web
 
 from hulumanage import api
+from hulumanage.aiohttp_compat import hand_over
 from hulumanage.app import MAX_BODY
+from hulumanage.fastwire import CONTINUE, HOT_URLS, SSE_HEAD, date, is_hot_route, json_head
 from hulumanage.results import sse_writes
+
+if TYPE_CHECKING:
+    from hulumanage.fastsite import FastSite
 
 logger = logging.getLogger(__name__)
 
-HOT_PATHS = ("/v1/chat/completions", "/chat/completions")
-HOT_URLS = tuple(path.encode() for path in HOT_PATHS)
-HOT_LINES = tuple(b"POST " + url + b" HTTP/1.1\r\n" for url in HOT_URLS)
 KEEPALIVE = 75.0              # seconds an idle keep-alive connection stays open (aiohttp's default)
 REQUEST_READ = 60.0           # seconds for a request's head from its first byte, and between reads of its body
 MAX_HEAD = 64 * 1024          # bytes of request line and headers
 EAGER = sys.version_info >= (3, 12)  # asyncio.Task(eager_start=True)
 PAUSE_AT = 4                  # pipelined requests waiting before reading pauses
-STOP_POLL = 0.05              # seconds between looks at aiohttp's requests while stopping
-STOP_MOMENT = 0.05            # seconds aiohttp's own shutdown gets once the grace is over
-SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-            b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n")
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-JSON_HEADERS = {"Content-Type": "application/json"}
-JSON_200 = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-
-
-class _Date:
-    """The ``Date`` header line, formatted once a second."""
-
-    def __init__(self) -> None:
-        self.second = 0
-        self.line = b""
-
-    def __call__(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            self.second = now
-            self.line = b"Date: " + email.utils.formatdate(now, usegmt=True).encode() + b"\r\n"
-        return self.line
-
-
-_date = _Date()
-
-
-def hot_route_problem(app: web.Application) -> str | None:
-    """Why the fast path cannot serve ``app``'s chat route as aiohttp would (None: it can).
-
-    The host's routes for the hot paths come first and aiohttp refuses a second POST
-    route on the same path, so only middlewares and response signals could change what
-    a client gets.
-    """
-    if app.middlewares:
-        return "the application has middlewares"
-    if app.on_response_prepare:
-        return "the application has on_response_prepare signals"
-    return None
-
-
-class FastSite(web.BaseSite):
-    """A TCP site whose connections start on the fast path (``web.TCPSite`` otherwise alike).
-
-    ``sock``: serve an already bound socket instead of ``host``/``port``. ``fast=False``:
-    every request goes to aiohttp (``--no-fast-path``), with this site's graceful stop.
-    """
-
-    __slots__ = ("_access_log", "_connections", "_fast", "_grace", "_host", "_port", "_sock", "_tasks")
-
-    def __init__(
-        self, runner: web.BaseRunner, host: str | None = None, port: int | None = None, *,
-        sock: Any = None, backlog: int = 128, access_log: logging.Logger | None = None, grace: float | None = None,
-        fast: bool = True,
-    ) -> None:
-        super().__init__(runner, backlog=backlog)
-        self._host = host
-        self._port = port
-        self._sock = sock
-        self._access_log = access_log
-        self._fast = fast
-        self._connections: set[FastConnection] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._grace: float = grace if grace is not None else getattr(runner, "_shutdown_timeout", 60.0)
-
-    @property
-    def name(self) -> str:
-        return f"http://{self._host}:{self._port}" if self._sock is None else f"fast:{self._sock.getsockname()}"
-
-    async def start(self) -> None:
-        await super().start()
-        loop = asyncio.get_running_loop()
-        runner = self._runner
-        app = getattr(runner, "app", None)
-        if not self._fast:
-            problem: str | None = "turned off by hand"
-        else:
-            problem = hot_route_problem(app) if app is not None else "the runner has no application"
-        if problem is None:
-            factory: Any = self._connection
-        else:
-            logger.info("fast path off (%s): every request goes through aiohttp", problem)
-            factory = runner.server
-        if self._sock is not None:
-            self._server = await loop.create_server(factory, sock=self._sock, backlog=self._backlog)
-        else:
-            self._server = await loop.create_server(factory, self._host, self._port or 0, backlog=self._backlog)
-
-    def _connection(self) -> FastConnection:
-        return FastConnection(self)
-
-    async def stop(self) -> None:
-        """Stop listening; requests in flight, here and on aiohttp, get one grace to finish.
-
-        aiohttp's own shutdown (``runner.cleanup``, which calls this first) waits up to its
-        timeout for a request, then cancels it and waits up to that timeout again. So the
-        waiting is done here, for both servers at once, until the grace runs out; what is
-        still running then is cancelled, and aiohttp's shutdown is left only a moment.
-        """
-        await super().stop()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._grace
-        for conn in list(self._connections):
-            conn.close_when_idle()
-        runner = self._runner
-        while (left := deadline - loop.time()) > 0:
-            aiohttp_busy = _aiohttp_busy(runner)
-            if not self._tasks and not aiohttp_busy:
-                break
-            step = min(left, STOP_POLL) if aiohttp_busy else left
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=step, return_when=asyncio.FIRST_COMPLETED)
-            else:
-                await asyncio.sleep(step)
-        pending = [task for task in self._tasks if not task.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        for conn in list(self._connections):
-            conn.abort()
-        if isinstance(getattr(runner, "_shutdown_timeout", None), int | float):  # aiohttp's sites set it alike
-            # aiohttp reads 0 as "no limit": a moment, or half the rest when its requests could not be seen
-            left = max(0.0, deadline - loop.time())
-            runner._shutdown_timeout = STOP_MOMENT if _aiohttp_busy(runner) is not None else max(STOP_MOMENT, left / 2)
-
-
-def _aiohttp_busy(runner: web.BaseRunner) -> bool | None:
-    """Whether aiohttp is serving a request on this runner (None: cannot tell)."""
-    server = getattr(runner, "server", None)
-    handlers = getattr(server, "connections", None)
-    if handlers is None:
-        return None
-    try:
-        return any(handler._request_in_progress for handler in handlers)
-    except AttributeError:  # a future aiohttp: its own shutdown timeout applies
-        return None
 
 
 class _Request:
@@ -214,7 +83,7 @@ class FastConnection(asyncio.Protocol):
 
     def __init__(self, site: FastSite) -> None:
         self.site = site
-        self.app: web.Application = site._runner.app  # type: ignore[attr-defined]
+        self.app: web.Application = site.runner.app  # type: ignore[attr-defined]
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.sniffed = b""                      # the start of a request not yet known to be the hot route
@@ -233,11 +102,11 @@ class FastConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.site._connections.add(self)
+        self.site.connections.add(self)
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.site._connections.discard(self)
+        self.site.connections.discard(self)
         self.transport = None
         self._disarm_idle()
         self.ready.clear()
@@ -262,7 +131,7 @@ class FastConnection(asyncio.Protocol):
             # between requests: is the next one the hot route? (decided on its first bytes)
             data = self.sniffed + data if self.sniffed else data
             self.sniffed = b""
-            hot = _hot(data)
+            hot = is_hot_route(data)
             if hot is None:
                 self.sniffed = data  # could still be the hot route's request line: wait for more
                 self._arm_read()
@@ -362,15 +231,17 @@ class FastConnection(asyncio.Protocol):
             self._close()
             return
         if EAGER:  # runs up to its first real wait now (the upstream's answer), not a loop turn later
-            task = asyncio.Task(self._serve(request), loop=asyncio.get_running_loop(), eager_start=True)
+            # eager_start is 3.12+ (EAGER is False before): 3.11's typeshed does not know it
+            task = asyncio.Task(self._serve(request), loop=asyncio.get_running_loop(),
+                                eager_start=True)  # type: ignore[call-arg,unused-ignore]
         else:
             task = asyncio.get_running_loop().create_task(self._serve(request))
         self.task = task
-        self.site._tasks.add(task)
+        self.site.tasks.add(task)
         task.add_done_callback(self._served)
 
     def _served(self, task: asyncio.Task[None]) -> None:
-        self.site._tasks.discard(task)
+        self.site.tasks.discard(task)
         self.task = None
         if not task.cancelled() and task.exception() is not None:
             logger.error("the fast path failed a request", exc_info=task.exception())
@@ -402,18 +273,18 @@ class FastConnection(asyncio.Protocol):
                 await self._stream(reply, close)
             else:
                 status, body, headers = reply
-                self._write(_head(status, headers, len(body), close) + body)
+                self._write(json_head(status, headers, len(body), close) + body)
         except ConnectionResetError:
             logger.info("client went away before its answer was written")
             return
-        access = self.site._access_log
+        access = self.site.access_log
         if access is not None and access.isEnabledFor(logging.INFO):
             peer = self.transport.get_extra_info("peername") if self.transport is not None else None
             access.info('%s "POST %s HTTP/1.1" %d (fast path)', peer[0] if peer else "-", request.path.decode(), status)
 
     async def _stream(self, reply: api.Streamed, close: bytes) -> None:
         """Relay the stream: one write per event (``results.sse_writes``), the head with the first."""
-        head = SSE_HEAD + close + _date() + b"\r\n"
+        head = SSE_HEAD + close + date() + b"\r\n"
         try:
             async with contextlib.aclosing(sse_writes(reply.first, reply.rest)) as writes:
                 async for part, last in writes:
@@ -448,14 +319,11 @@ class FastConnection(asyncio.Protocol):
     def _hand_over(self, data: bytes) -> None:
         """Give this connection to aiohttp, starting with ``data`` (its next request's first bytes)."""
         transport = self.transport
-        self.site._connections.discard(self)
+        self.site.connections.discard(self)
         self.transport = None
         if transport is None or transport.is_closing():
             return
-        protocol = self.site._runner.server()  # type: ignore[misc]
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-        protocol.data_received(data)
+        hand_over(self.site.runner, transport, data)
 
     def _count_head(self, size: int) -> None:
         self.head_size += size
@@ -478,7 +346,7 @@ class FastConnection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             _status, body, headers = api.error_reply(api.ApiError(status, message, code=code))
-            transport.write(_head(status, headers, len(body), b"Connection: close\r\n") + body)
+            transport.write(json_head(status, headers, len(body), b"Connection: close\r\n") + body)
         self._close()
 
     def close_when_idle(self) -> None:
@@ -505,26 +373,3 @@ class FastConnection(asyncio.Protocol):
             self.idle_timer = None
 
 
-def _head(status: int, headers: dict[str, str], length: int, close: bytes) -> bytes:
-    """The response head of a JSON answer."""
-    if status == 200 and headers == JSON_HEADERS:
-        start = JSON_200
-    else:
-        try:
-            reason = http.HTTPStatus(status).phrase
-        except ValueError:
-            reason = "Unknown"
-        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        start = f"HTTP/1.1 {status} {reason}\r\n{lines}".encode("latin-1")
-    return start + b"Content-Length: %d\r\n" % length + close + _date() + b"\r\n"
-
-
-def _hot(data: bytes) -> bool | None:
-    """Whether ``data`` starts with the hot route's request line (None: too short to tell)."""
-    undecided = False
-    for line in HOT_LINES:
-        if data.startswith(line):
-            return True
-        if line.startswith(data):
-            undecided = True
-    return None if undecided else False

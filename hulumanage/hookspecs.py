@@ -50,8 +50,29 @@ def list_models(app: Any) -> Any:
 
 @hookspec
 def reload(app: Any) -> Any:
-    """Reload configuration (SIGHUP or ``POST /admin/reload``); may return an awaitable.
+    """Prepare a configuration reload (SIGHUP or ``POST /admin/reload``), all or nothing.
 
-    Return a JSON-able dict describing what was reloaded, or raise to reject the
-    reload (the old configuration keeps serving).
+    Return a *prepared reload* (or an awaitable of one): an object with ``apply()``,
+    which swaps the new configuration in and returns a JSON-able dict of what was
+    reloaded, and optionally ``discard()``. Preparing loads and validates and swaps
+    nothing; raise to reject the reload. The host prepares every plugin's reload in
+    turn; any exception rejects the whole reload, ``discard()`` is called on the ones
+    prepared, and the old configuration keeps serving everywhere. Then it applies
+    them all. A plain dict (or None) is the legacy form: the plugin reloaded already.
+    """
+
+
+@hookspec
+def register_commands(register: Any) -> None:
+    """Register subcommands of the ``hulumanage`` command.
+
+    Call ``register(name, help, add_arguments, run)`` for each: ``name`` is the
+    word after ``hulumanage``; ``help`` one line for the command list;
+    ``add_arguments(parser)`` (or None) adds the command's flags to its own
+    ``argparse`` parser, which also has ``--log-level`` and every plugin's
+    ``add_options`` flags; ``run(options, pm)`` runs it with the parsed
+    ``argparse.Namespace`` and the plugin manager and returns the exit status
+    (an ``int``, or an awaitable of one, run on a new event loop). The host's own
+    ``serve`` and ``demo`` come through this hook too. A name registered twice
+    is a startup error naming both plugins.
     """

@@ -6,7 +6,8 @@ import importlib
 import inspect
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -75,6 +76,47 @@ def collect_approaches(pm: pluggy.PluginManager) -> dict[str, Any]:
 
         impl.function(register=register)
     return approaches
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A subcommand of ``hulumanage``, as a plugin registered it (``register_commands``)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[Any], None] | None
+    run: Callable[[Any, pluggy.PluginManager], Any]
+    plugin: str
+
+
+def collect_commands(pm: pluggy.PluginManager) -> dict[str, Command]:
+    """Call ``register_commands`` on every plugin and return name -> command.
+
+    A name registered twice is a PluginError naming both plugins.
+    """
+    commands: dict[str, Command] = {}
+    for impl in pm.hook.register_commands.get_hookimpls():
+        owner = impl.plugin_name
+
+        def register(
+            name: str,
+            help: str,  # the word argparse uses
+            add_arguments: Callable[[Any], None] | None,
+            run: Callable[[Any, pluggy.PluginManager], Any],
+            _owner: str = owner,
+        ) -> None:
+            if not isinstance(name, str) or not name or name.startswith("-") or not name.isprintable() or " " in name:
+                raise PluginError(f"plugin {_owner!r} registered a command with an invalid name {name!r}")
+            if not callable(run) or (add_arguments is not None and not callable(add_arguments)):
+                raise PluginError(f"plugin {_owner!r}: command {name!r} needs a callable run (and add_arguments or None)")
+            if name in commands:
+                raise PluginError(
+                    f"command {name!r} is registered by both plugin {commands[name].plugin!r} and plugin {_owner!r}"
+                )
+            commands[name] = Command(name, str(help or ""), add_arguments, run, _owner)
+
+        impl.function(register=register)
+    return commands
 
 
 async def settle(results: list[Any]) -> list[Any]:

@@ -14,9 +14,10 @@ from aiohttp import web
 
 from hulumanage.admin import reload_plugins
 from hulumanage.app import make_app
-from hulumanage.fastpath import FastSite
+from hulumanage.fastsite import FastSite
 
 logger = logging.getLogger("hulumanage")
+
 
 async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
     """Start the server, wait for a stop signal, shut down gracefully."""
@@ -44,6 +45,8 @@ async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    reloads: set[asyncio.Task[None]] = set()  # kept until they end (the loop holds tasks only weakly)
+
     def on_hup() -> None:
         async def do() -> None:
             try:
@@ -52,7 +55,9 @@ async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
             except Exception as exc:  # noqa: BLE001 - a bad reload keeps the old config
                 logger.error("reload rejected, the previous configuration keeps serving: %s", exc)
 
-        asyncio.ensure_future(do())
+        task = loop.create_task(do())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     print(f"hulumanage serving on http://{options.host}:{options.port}/v1 (approach {options.approach})", file=sys.stderr, flush=True)

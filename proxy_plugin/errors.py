@@ -1,4 +1,8 @@
-"""Errors the proxy answers with; the host turns them into OpenAI-shaped responses."""
+"""Errors the proxy answers with; the host turns them into OpenAI-shaped responses.
+
+``ProxyError`` meets the host by duck typing (``status_code``, ``message``, ...); the host's
+``ApiError`` is its deliberate twin (docs/internals.md, "Deliberate copies").
+"""
 
 from __future__ import annotations
 

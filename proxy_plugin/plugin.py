@@ -31,7 +31,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="proxy providers file (default $HULUMANAGE_PROXY_CONFIG, else ~/.hulumanage/proxy_config.yaml)")
 
 
-class ProxyNotConfigured(Exception):
+class ProxyNotConfiguredError(Exception):
     """``--approach proxy`` with no configuration file anywhere."""
 
 
@@ -45,7 +45,7 @@ async def _lifespan(app: web.Application, options: argparse.Namespace) -> AsyncI
     path, looked = find_config_path(getattr(options, "proxy_config", None), os.environ)
     if path is None:
         if getattr(options, "approach", None) == "proxy":
-            raise ProxyNotConfigured(
+            raise ProxyNotConfiguredError(
                 "--approach proxy needs a providers file, and none was found (looked at: "
                 + ", ".join(looked)
                 + "). Copy proxy_config.example.yaml to one of those places, or pass --proxy-config PATH; "
@@ -90,11 +90,13 @@ def list_models(app: web.Application) -> list[dict[str, Any]]:
 
 @hookimpl
 def reload(app: web.Application) -> Any:
-    """Reload the providers file (the old pool keeps serving if the new file is invalid)."""
+    """Prepare a reload of the providers file: an awaitable of a prepared reload (``apply()``,
+    ``discard()``); the host applies it once every plugin has prepared. An invalid file
+    raises, and the old pool keeps serving."""
     runtime = app.get(RUNTIME)
     if runtime is None:
         return None
-    return runtime.reload()
+    return runtime.prepare_reload()
 
 
 __all__ = ["ConfigError"]

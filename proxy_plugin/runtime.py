@@ -61,20 +61,32 @@ class ProxyRuntime:
         logger.info("proxy ready: %d providers (%s), strategy %s, config %s", len(self.config.providers),
                     ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)
 
+    async def prepare_reload(self) -> PreparedReload:
+        """Load and validate the file again and build the new pool, swapping nothing yet.
+
+        An invalid file raises ConfigError (an unusable egress setting ValueError) and
+        nothing changes. The host applies the result once every plugin has prepared its own.
+        """
+        config = load_config(self.path, self.environ)
+        assert self.session is not None and self.client is not None
+        # providers whose config is unchanged keep their circuits, latency and health (shared state objects)
+        return PreparedReload(self, config, Pool(config, self.session, self.client,
+                                                 states=carried_states(self.pool, config)))
+
     async def reload(self) -> dict[str, Any]:
-        """Load the file again; on success swap in a new pool.
+        """Load the file again; on success swap in a new pool (prepare, then apply).
 
         Requests in flight keep the old pool until they finish; both share the one
         connection pool, which stays open.
 
         An invalid file raises ConfigError and the current configuration keeps serving.
         """
-        config = load_config(self.path, self.environ)
-        assert self.session is not None
+        return (await self.prepare_reload()).apply()
+
+    def _swap(self, config: ProxyConfig, pool: Pool) -> dict[str, Any]:
+        """Make ``pool`` (built from ``config``) the one serving new requests."""
         self.config = config
-        assert self.client is not None
-        # providers whose config is unchanged keep their circuits, latency and health
-        self.pool = Pool(config, self.session, self.client, states=carried_states(self.pool, config))
+        self.pool = pool
         self.reloads += 1
         _apply_log_level(config.monitoring.log_level)
         self._health.poke()
@@ -108,3 +120,19 @@ class ProxyRuntime:
             "upstream_connections": self.client.snapshot() if self.client is not None else None,
             "providers": {p.name: p.snapshot() for p in pool.providers},
         }
+
+
+class PreparedReload:
+    """A validated configuration and its pool, waiting to be swapped in (a host's two-phase reload)."""
+
+    def __init__(self, runtime: ProxyRuntime, config: ProxyConfig, pool: Pool) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.pool = pool
+
+    def apply(self) -> dict[str, Any]:
+        """Swap the new pool in; what was reloaded, for ``POST /admin/reload``."""
+        return self.runtime._swap(self.config, self.pool)
+
+    def discard(self) -> None:
+        """Another plugin rejected the reload: the new pool is dropped unused (it holds no connection)."""

@@ -1,4 +1,8 @@
-"""Reading server-sent events from an upstream response, one event at a time."""
+"""Reading server-sent events from an upstream response, one event at a time.
+
+``DONE_EVENT`` is the OpenAI wire format's terminator; the host keeps its own copy
+(docs/internals.md, "Deliberate copies").
+"""
 
 from __future__ import annotations
 

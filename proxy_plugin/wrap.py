@@ -3,6 +3,9 @@
 Wrapped approaches (``proxy_wrap: moa``, ``bon&proxy-gpt-4``) get a real SDK client
 whose HTTP transport hands each request to the pool instead of the network, so
 every call they make gets routing, failover, model mapping, limits and health.
+
+The transport, its body and ``_payload`` are small deliberate copies of the host's own
+(docs/internals.md, "Deliberate copies"): the plugin imports nothing from any host.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def pool_client(runtime: ProxyRuntime, approaches: Mapping[str, Any]) -> openai.
     """An ``openai.AsyncOpenAI`` whose chat completions go through ``runtime``'s pool.
 
     One per runtime, built on first use and shared by every wrapped request (building one
-    costs about 90 µs): it keeps no per-request state, and each call it makes goes to
+    per request was a measurable cost): it keeps no per-request state, and each call it makes goes to
     the pool that is current then, so a reload applies to it at once.
     """
     if runtime.wrap_client is None:

@@ -19,8 +19,8 @@ import yaml
 from aiohttp import web
 
 from hulumanage.app import make_app
-from hulumanage.cli import parse_args
-from hulumanage.fastpath import FastSite
+from hulumanage.fastsite import FastSite
+from hulumanage.options import parse_args
 from hulumanage.plugins import get_plugin_manager
 
 

@@ -162,3 +162,63 @@ def test_every_hook_has_a_docstring_and_a_readme_section_with_its_exact_signatur
     for name, signature in specs.items():
         assert getattr(hookspecs, name).__doc__, f"hook {name} has no docstring"
         assert signature in documented, f"README has no section '#### `{signature}`'"
+
+
+#: The small copies each side keeps deliberately (docs/internals.md, "Deliberate copies"): the
+#: plugin must load into any host that speaks the protocol, so host and plugin share no code.
+#: what -> ((host file, host name), (plugin file, plugin name))
+COPIES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    "error with a status": (("hulumanage/errors.py", "ApiError"), ("proxy_plugin/errors.py", "ProxyError")),
+    "OpenAI error body": (("hulumanage/errors.py", "error_payload"), ("proxy_plugin/wrap.py", "_payload")),
+    "in-process SDK transport": (("hulumanage/transport.py", "ApproachTransport"), ("proxy_plugin/wrap.py", "PoolTransport")),
+    "its streamed body": (("hulumanage/transport.py", "_Body"), ("proxy_plugin/wrap.py", "_SSEBody")),
+    "fields never sent upstream": (("hulumanage/transport.py", "HOST_FIELDS"), ("proxy_plugin/wrap.py", "HOST_FIELDS")),
+    "raw response": (("hulumanage/call.py", "RawResponse"), ("proxy_plugin/pool.py", "RawResponse")),
+    "the [DONE] event": (("hulumanage/results.py", "DONE"), ("proxy_plugin/sse.py", "DONE_EVENT")),
+}
+#: A copy longer than this is no longer small: share it through the protocol instead.
+MAX_COPY_LINES = 40
+#: Names defined on both sides that are not copies of one another.
+SAME_NAME_NOT_A_COPY = frozenset({"_json"})
+
+
+def top_level(path: Path) -> dict[str, ast.stmt]:
+    """Name -> statement of every top-level class, function and assignment of ``path``."""
+    found: dict[str, ast.stmt] = {}
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            found[node.name] = node
+        elif isinstance(node, ast.Assign):
+            found.update((t.id, node) for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            found[node.target.id] = node
+    return found
+
+
+@pytest.mark.parametrize("what", sorted(COPIES))
+def test_each_deliberate_copy_exists_on_both_sides_and_stays_small(what: str) -> None:
+    for path, name in COPIES[what]:
+        node = top_level(ROOT / path).get(name)
+        assert node is not None, f"{path} no longer defines {name} ({what}): update COPIES and docs/internals.md"
+        size = (node.end_lineno or node.lineno) - node.lineno + 1
+        assert size <= MAX_COPY_LINES, (
+            f"{path}: {name} ({what}) is {size} lines, past {MAX_COPY_LINES}: the copy is no longer small")
+    internals = (ROOT / "docs" / "internals.md").read_text()
+    for path, name in COPIES[what]:
+        assert f"`{name}`" in internals and f"`{path}`" in internals, f"docs/internals.md does not list {path} {name}"
+
+
+def test_no_other_class_or_function_is_defined_on_both_sides() -> None:
+    hooks = set(hook_signatures()) | {"hookimpl"}
+    copies = {name for pair in COPIES.values() for _path, name in pair}
+
+    def names(package: str) -> set[str]:
+        return {
+            name
+            for path in (ROOT / package).rglob("*.py")
+            for name, node in top_level(path).items()
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        }
+
+    both = (names("hulumanage") & names("proxy_plugin")) - hooks - copies - SAME_NAME_NOT_A_COPY
+    assert both == set(), f"defined in both packages: {sorted(both)}; a deliberate copy goes into COPIES and docs/internals.md"

@@ -19,7 +19,8 @@ from conftest import USER, entry
 from harness import run_host, write_config
 
 from hulumanage import fastpath
-from hulumanage.fastpath import MAX_HEAD, hot_route_problem
+from hulumanage.fastpath import MAX_HEAD
+from hulumanage.fastsite import hot_route_problem
 from hulumanage.sim import FakeProvider, ok
 
 ANSWER = "one two three four"

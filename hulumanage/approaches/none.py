@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
+from hulumanage.appkeys import HTTP, OPTIONS
 from hulumanage.call import Call, RawResponse
 from hulumanage.errors import ApiError
-from hulumanage.keys import HTTP, OPTIONS
 
 
 class NoneApproach:

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import TextIO
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 #: Seconds between two redraws of the progress line on a terminal.
 REDRAW_EVERY = 0.1
@@ -96,7 +97,8 @@ def describe_error(exc: openai.APIError) -> str:
 
 async def _one(client: openai.AsyncOpenAI, model: str, index: int, stream: bool) -> str:
     """Send request ``index`` and return the answer text (streamed answers are assembled)."""
-    messages = [{"role": "user", "content": f"Demo request {index}: say something short."}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": f"Demo request {index}: say something short."}]
     if not stream:
         completion = await client.chat.completions.create(model=model, messages=messages)
         return completion.choices[0].message.content or ""

@@ -19,10 +19,10 @@ import pluggy
 from aiohttp import web
 
 from hulumanage.app import make_app
-from hulumanage.cli import parse_args
 from hulumanage.demo import fleet, report
 from hulumanage.demo.load import Progress, send_requests
-from hulumanage.fastpath import FastSite
+from hulumanage.fastsite import FastSite
+from hulumanage.options import parse_args
 
 DEFAULT_REQUESTS = 300
 DEFAULT_CONCURRENCY = 16
@@ -121,8 +121,8 @@ async def run_demo(
     level = "DEBUG" if debug else "WARNING"
     with _quiet(debug), tempfile.TemporaryDirectory(prefix="hulumanage-demo-") as tmp, _listen() as sock:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        # Built before the servers start: the SDK's first use costs a few hundred ms of
-        # blocking work, which would otherwise stall the host's first health checks.
+        # Built before the servers start: the SDK's first use is slow blocking work,
+        # which would otherwise stall the host's first health checks.
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="demo-client", max_retries=0,
                                       timeout=CLIENT_TIMEOUT) as client:
             client.chat.completions  # noqa: B018 - loads the SDK's chat resources now

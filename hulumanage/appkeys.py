@@ -1,0 +1,22 @@
+"""Typed ``web.AppKey``s for the host's state in the aiohttp application.
+
+(Not client API keys: those are the gateway's business, elsewhere.)
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import aiohttp
+import pluggy
+from aiohttp import web
+
+OPTIONS = web.AppKey("hulumanage_options", argparse.Namespace)
+PLUGIN_MANAGER = web.AppKey("hulumanage_plugin_manager", pluggy.PluginManager)
+APPROACHES: web.AppKey[dict[str, Any]] = web.AppKey("hulumanage_approaches")
+HTTP = web.AppKey("hulumanage_http", aiohttp.ClientSession)
+PARAMS: web.AppKey[frozenset[str]] = web.AppKey("hulumanage_params")
+STATS: web.AppKey[dict[str, Any]] = web.AppKey("hulumanage_stats")
+
+__all__ = ["APPROACHES", "HTTP", "OPTIONS", "PARAMS", "PLUGIN_MANAGER", "STATS"]

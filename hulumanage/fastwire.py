@@ -1,0 +1,64 @@
+"""The fast path's bytes, no I/O: which request lines it serves, and the response heads it writes.
+
+``fastpath.py`` (the connection) sniffs each new request's first bytes with :func:`is_hot_route` and
+writes prebuilt heads: :data:`SSE_HEAD`, :data:`JSON_200` and :func:`json_head`, each ending in a
+``Date`` line formatted once a second (:data:`date`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http
+import time
+
+HOT_PATHS = ("/v1/chat/completions", "/chat/completions")
+HOT_URLS = tuple(path.encode() for path in HOT_PATHS)
+HOT_LINES = tuple(b"POST " + url + b" HTTP/1.1\r\n" for url in HOT_URLS)
+SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n")
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+JSON_HEADERS = {"Content-Type": "application/json"}
+JSON_200 = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+class Date:
+    """The ``Date`` header line, formatted once a second."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.line = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.line = b"Date: " + email.utils.formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self.line
+
+
+date = Date()
+
+
+def json_head(status: int, headers: dict[str, str], length: int, close: bytes) -> bytes:
+    """The response head of a JSON answer."""
+    if status == 200 and headers == JSON_HEADERS:
+        start = JSON_200
+    else:
+        try:
+            reason = http.HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        start = f"HTTP/1.1 {status} {reason}\r\n{lines}".encode("latin-1")
+    return start + b"Content-Length: %d\r\n" % length + close + date() + b"\r\n"
+
+
+def is_hot_route(data: bytes) -> bool | None:
+    """Whether ``data`` starts with the hot route's request line (None: too short to tell)."""
+    undecided = False
+    for line in HOT_LINES:
+        if data.startswith(line):
+            return True
+        if line.startswith(data):
+            undecided = True
+    return None if undecided else False
