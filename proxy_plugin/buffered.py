@@ -35,7 +35,7 @@ class RawResponse:
     headers: dict[str, str]
 
 
-class Buffered:
+class BufferedExchange:
     """A non-streaming chat completion: the first provider's complete answer wins."""
 
     __slots__ = ("body", "model", "pool")

@@ -13,14 +13,14 @@ from typing import Any
 import aiohttp
 
 from proxy_plugin.attempts import Attempts, RetryBudget
-from proxy_plugin.buffered import Buffered, RawResponse
+from proxy_plugin.buffered import BufferedExchange, RawResponse
 from proxy_plugin.config import ProviderConfig, ProxyConfig
 from proxy_plugin.dispatch import dispatch
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
 from proxy_plugin.provider_state import ProviderState
 from proxy_plugin.routing import make_strategy
-from proxy_plugin.streaming import Streamed
+from proxy_plugin.streaming import StreamedExchange
 from proxy_plugin.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
@@ -59,14 +59,14 @@ class Pool:
 
     async def complete(self, body: dict[str, Any]) -> RawResponse:
         """Answer a non-streaming request from the first provider that can."""
-        async with contextlib.aclosing(dispatch(self, Buffered(self, body))) as answers:
+        async with contextlib.aclosing(dispatch(self, BufferedExchange(self, body))) as answers:
             async for answer in answers:
                 return answer  # type: ignore[no-any-return]
         raise AssertionError("dispatch ended without an answer or an error")
 
     def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         """Relay one streaming request (an async generator of SSE bytes)."""
-        return dispatch(self, Streamed(self, body))
+        return dispatch(self, StreamedExchange(self, body))
 
     # -- admission -----------------------------------------------------------------
 

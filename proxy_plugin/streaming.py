@@ -2,7 +2,7 @@
 and continue a broken stream on another provider after it.
 
 :class:`Relay` is what the client has received so far and how to continue it
-elsewhere; :class:`Streamed` opens one attempt (up to its first relayable event) and
+elsewhere; :class:`StreamedExchange` opens one attempt (up to its first relayable event) and
 relays it, turning every failure into an :class:`~proxy_plugin.attempts.Outcome` for
 the dispatch loop (:mod:`proxy_plugin.dispatch`).
 """
@@ -148,7 +148,7 @@ def _code(chunk: dict[str, Any]) -> str:
 
 
 
-class Streamed:
+class StreamedExchange:
     """A streaming chat completion: relayed event by event, continued elsewhere if it breaks."""
 
     __slots__ = ("_conn", "_deadline", "_events", "_first", "_started", "broke", "broken", "model", "pool",

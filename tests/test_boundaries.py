@@ -173,7 +173,7 @@ COPIES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
     "in-process SDK transport": (("hulumanage/transport.py", "ApproachTransport"), ("proxy_plugin/wrap.py", "PoolTransport")),
     "its streamed body": (("hulumanage/transport.py", "_Body"), ("proxy_plugin/wrap.py", "_SSEBody")),
     "fields never sent upstream": (("hulumanage/transport.py", "HOST_FIELDS"), ("proxy_plugin/wrap.py", "HOST_FIELDS")),
-    "raw response": (("hulumanage/call.py", "RawResponse"), ("proxy_plugin/pool.py", "RawResponse")),
+    "raw response": (("hulumanage/call.py", "RawResponse"), ("proxy_plugin/buffered.py", "RawResponse")),
     "the [DONE] event": (("hulumanage/results.py", "DONE"), ("proxy_plugin/sse.py", "DONE_EVENT")),
 }
 #: A copy longer than this is no longer small: share it through the protocol instead.
