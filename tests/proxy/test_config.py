@@ -19,7 +19,7 @@ from proxy_plugin.config import (
     parse_config,
 )
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "proxy_config.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "proxy_config.example.yaml"
 SECRET = "sk-super-secret-value-123"
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import USER, entry, health
-from harness import run_host, serving, write_config
-from test_faults import ANSWER, ask
+from support.faults import ANSWER, ask
+from support.harness import run_host, serving, write_config
+from support.helpers import USER, entry, health
 
 from hulumanage.sim import FakeProvider, ok, server_error
 

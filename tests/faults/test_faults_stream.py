@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from conftest import USER, entry, health, raw_stream
-from test_faults import ANSWER, FIRST_BACKOFF_CAP, SLACK, WORDS, ask, config, gaps, serves_normally
+from support.faults import ANSWER, FIRST_BACKOFF_CAP, SLACK, WORDS, ask, config, gaps, serves_normally
+from support.helpers import USER, entry, health, raw_stream
 
 from hulumanage.sim import cut, malformed, no_done, ok, server_error, slow_first_token, stall
 from hulumanage.sim.payload import MALFORMED, Answer, sse, stream_chunks

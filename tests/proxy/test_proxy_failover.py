@@ -13,7 +13,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import USER, entry, health
+from support.helpers import USER, entry, health
 
 from hulumanage.sim import (
     Behaviour,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import openai
-from conftest import USER, entry, health, until
+from support.helpers import USER, entry, health, until
 
 from hulumanage.sim import error, ok, server_error
 

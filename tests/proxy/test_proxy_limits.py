@@ -13,7 +13,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import USER, entry, health, raw_stream, until
+from support.helpers import USER, entry, health, raw_stream, until
 
 from hulumanage.sim import hang, ok, stall
 

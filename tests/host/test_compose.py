@@ -17,7 +17,7 @@ from typing import Any
 import openai
 import orjson
 import pytest
-from test_wrap import (
+from support.wrap import (
     ANSWER,
     CONVERSATION,
     LONG_ANSWER,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import orjson
 import pytest
-from harness import free_port
+from support.harness import free_port
 
 from proxy_plugin.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from proxy_plugin.classify import (

@@ -14,8 +14,8 @@ import time
 import openai
 import orjson
 import pytest
-from conftest import USER, entry, health, raw_stream, until
-from test_faults import ANSWER, SLACK, ask, config, serves_normally
+from support.faults import ANSWER, SLACK, ask, config, serves_normally
+from support.helpers import USER, entry, health, raw_stream, until
 
 from hulumanage.sim import error, hang, ok, server_error
 

@@ -19,8 +19,8 @@ import aiohttp
 import openai
 import pytest
 import yaml
-from conftest import USER, entry
-from harness import EXE, free_port, serving, write_config
+from support.harness import EXE, free_port, serving, write_config
+from support.helpers import USER, entry
 
 from hulumanage.sim import FakeProvider
 

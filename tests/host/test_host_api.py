@@ -11,8 +11,8 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import USER, entry
-from harness import run_host, write_config
+from support.harness import run_host, write_config
+from support.helpers import USER, entry
 
 OK = {"model": "gpt-4", "messages": USER}
 

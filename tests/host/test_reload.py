@@ -13,8 +13,8 @@ from typing import Any
 
 import pluggy
 import pytest
-from conftest import entry
-from harness import run_host, write_config
+from support.harness import run_host, write_config
+from support.helpers import entry
 
 from hulumanage.appkeys import PLUGIN_MANAGER
 

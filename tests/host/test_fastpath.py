@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from conftest import USER, entry
-from harness import run_host, write_config
+from support.harness import run_host, write_config
+from support.helpers import USER, entry
 
 from hulumanage import fastpath
 from hulumanage.fastpath import MAX_HEAD

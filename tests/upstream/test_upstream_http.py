@@ -28,8 +28,8 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
-from conftest import USER, entry, health
-from harness import eventually
+from support.harness import eventually
+from support.helpers import USER, entry, health
 
 import proxy_plugin.upstream as upstream_module
 import proxy_plugin.upstream.framing as framing_module
@@ -206,7 +206,7 @@ async def test_an_upstream_that_closes_every_connection_is_served_on_fresh_ones(
 
 
 async def test_stopping_the_host_closes_its_upstream_connections(upstream, proxy, tmp_path) -> None:
-    from harness import run_host, write_config
+    from support.harness import run_host, write_config
 
     server = await upstream(answer)
     path = write_config(tmp_path / "own.yaml", [{"name": "a", "base_url": server.url()}], routing=FAILOVER)

@@ -12,7 +12,7 @@ import collections
 
 import openai
 import pytest
-from conftest import USER, entry, health, until
+from support.helpers import USER, entry, health, until
 
 from hulumanage.sim import hang, server_error
 

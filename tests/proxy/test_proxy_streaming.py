@@ -13,7 +13,7 @@ import time
 import openai
 import orjson
 import pytest
-from conftest import USER, entry, health, raw_stream
+from support.helpers import USER, entry, health, raw_stream
 
 from hulumanage.sim import cut, malformed, no_done, ok, reset, server_error, slow_first_token
 
