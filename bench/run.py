@@ -34,7 +34,6 @@ import json
 import math
 import os
 import platform
-import resource
 import secrets
 import shutil
 import subprocess
@@ -48,17 +47,23 @@ from typing import Any
 import yaml
 
 from bench import load
-from bench.procs import Process, core_busy, free_port, plan_cores, wait_http
+from bench.procs import Process, free_port, plan_cores, wait_http
 from bench.report import write_report
+from bench.stack import (
+    JSON_BODY,
+    MODEL,
+    NOGAP_STREAM_BODY,
+    ROOT,
+    STREAM_BODY,
+    Meter,
+    headline,
+    paired_round,
+    start_proxy,
+    start_upstream,
+)
 from hulumanage.loop import install_uvloop
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-MODEL = "bench-model"
-MESSAGES = [{"role": "user", "content": "Say hello in one short sentence."}]
-JSON_BODY = {"model": MODEL, "messages": MESSAGES, "max_tokens": 32}
-STREAM_BODY = {**JSON_BODY, "stream": True}
-NOGAP_STREAM_BODY = {**STREAM_BODY, "model": MODEL + "-nogap"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,17 +87,6 @@ class Settings:
 FULL = Settings()
 SMOKE = Settings(duration=0.5, warmup=0.2, rates=(100,), stream_concurrencies=(1, 16), chunks=4,
                  memory_marks=(500, 2_000), litellm_memory_marks=(200, 500), paired_rounds=2, paired_seconds=0.3)
-
-
-def proxy_config(ports: Sequence[int]) -> dict[str, Any]:
-    """Two providers on the fake upstream, health checks on with a long interval, a generous queue."""
-    return {
-        "providers": [{"name": f"upstream-{i + 1}", "base_url": f"http://127.0.0.1:{port}/v1", "api_key": "bench"}
-                      for i, port in enumerate(ports)],
-        "routing": {"strategy": "weighted", "health_check": {"enabled": True, "interval": 300, "timeout": 5}},
-        "queue": {"max_concurrent": 4096, "timeout": 30},
-        "monitoring": {"log_level": "WARNING"},
-    }
 
 
 def litellm_config(ports: Sequence[int]) -> dict[str, Any]:
@@ -126,6 +120,7 @@ class Bench:
         self.cores = len(os.sched_getaffinity(0))
         self.engine = self._engine(args.engine)
         self.upstream: Process | None = None
+        self.meter: Meter | None = None
         self.ports: list[int] = []
         self.log: list[str] = []
 
@@ -146,30 +141,14 @@ class Bench:
     def start_upstream(self) -> None:
         """The fake upstream on two ports, on the load side's cores."""
         s = self.settings
-        self.upstream = Process(
-            "upstream", [sys.executable, "-m", "bench.upstream", "--ports", "0,0", "--chunks", str(s.chunks),
-                         "--gap-ms", str(s.gap_ms)],
-            self.load_cores, self.work / "upstream.log", cwd=ROOT, stdout_pipe=True,
-        )
-        assert self.upstream.popen.stdout is not None
-        line = self.upstream.popen.stdout.readline().decode()
-        if not line.startswith("READY "):
-            self.upstream.check_alive()
-            raise RuntimeError(f"the upstream did not start: {line!r}")
-        self.ports = json.loads(line[6:])["ports"]
+        self.upstream, self.ports = start_upstream(self.work, self.load_cores, s.chunks, s.gap_ms)
+        self.meter = Meter(self.upstream, self.gateway_cores, self.load_cores)
 
     def start_cross_core_upstream(self) -> tuple[Process, int]:
         """A second upstream pinned to the gateway's core: the direct path across cores, as the proxy's is."""
         s = self.settings
-        proc = Process("upstream-xcore", [sys.executable, "-m", "bench.upstream", "--ports", "0", "--chunks",
-                                          str(s.chunks), "--gap-ms", str(s.gap_ms)],
-                       self.gateway_cores, self.work / "upstream-xcore.log", cwd=ROOT, stdout_pipe=True)
-        assert proc.popen.stdout is not None
-        line = proc.popen.stdout.readline().decode()
-        if not line.startswith("READY "):
-            proc.check_alive()
-            raise RuntimeError(f"the cross-core upstream did not start: {line!r}")
-        return proc, json.loads(line[6:])["ports"][0]
+        proc, ports = start_upstream(self.work, self.gateway_cores, s.chunks, s.gap_ms, ports=1, name="upstream-xcore")
+        return proc, ports[0]
 
     async def bench_cross_core(self) -> dict[str, Any]:
         """Direct at concurrency 1 with the upstream on the gateway's core (client and upstream on two cores).
@@ -214,34 +193,25 @@ class Bench:
         direct one's in the same round: the median over the rounds is the paired figure.
         """
         s = self.settings
-        kinds = {"json": (JSON_BODY, None, "latency_ms"), "stream": (STREAM_BODY, s.chunks + 2, "ttfb_ms")}
+        assert self.meter is not None
+        kinds = {"json": (JSON_BODY, None), "stream": (STREAM_BODY, s.chunks + 2)}
         out: dict[str, Any] = {"rounds": s.paired_rounds, "seconds": s.paired_seconds,
                                "json": {"added_p50": [], "added_p99": []},
                                "stream": {"added_p50": [], "added_p99": []}}
-        order = [("direct", self.ports[0]), ("proxy", proxy_port)]
+        order: list[tuple[str, int, Process | None]] = [("direct", self.ports[0], None), ("proxy", proxy_port, None)]
         for i in range(s.paired_rounds):
-            for kind, (body, events, field) in kinds.items():
-                got: dict[str, dict[str, float]] = {}
-                for name, port in order if i % 2 == 0 else order[::-1]:
-                    target = load.Target("127.0.0.1", port, (body,), expected_events=events)
-                    row = (await load.closed_loop(target, 1, s.paired_seconds)).summary()
-                    got[name] = row["latency_ms"] if field == "latency_ms" else row["stream"][field]
+            rows = await paired_round(self.meter, kinds, order if i % 2 == 0 else order[::-1], s.paired_seconds)
+            for kind in kinds:
+                proxy, direct = headline(kind, rows[kind]["proxy"]), headline(kind, rows[kind]["direct"])
                 for pct in ("p50", "p99"):
-                    out[kind][f"added_{pct}"].append(got["proxy"][pct] - got["direct"][pct])
+                    out[kind][f"added_{pct}"].append(proxy[pct] - direct[pct])
             self.say(f"paired round {i + 1}/{s.paired_rounds}: added p50 {out['json']['added_p50'][-1]:.3f} ms, "
                      f"TTFB overhead p50 {out['stream']['added_p50'][-1]:.3f} ms")
         return out
 
     def start_proxy(self) -> tuple[Process, int]:
         """The proxy: the real server as a subprocess, pinned to the gateway core."""
-        config = self.work / "proxy.yaml"
-        config.write_text(yaml.safe_dump(proxy_config(self.ports), sort_keys=False))
-        port = free_port()
-        proc = Process("proxy", [sys.executable, "-m", "hulumanage", "--approach", "proxy", "--proxy-config",
-                                 str(config), "--port", str(port), "--log-level", "WARNING"],
-                       self.gateway_cores, self.work / "proxy.log", cwd=ROOT)
-        wait_http(proc, f"http://127.0.0.1:{port}/health", 30)
-        return proc, port
+        return start_proxy(self.work, self.gateway_cores, self.ports)
 
     def start_litellm(self, venv: Path) -> tuple[Process, int, str]:
         """LiteLLM's proxy from its own virtualenv, with the same two deployments."""
@@ -264,36 +234,8 @@ class Bench:
 
     async def measured(self, gateway: Process | None, run: Callable[[], Awaitable[load.Stats] | load.Stats]) -> dict[str, Any]:
         """Run one phase; add the CPU time of the gateway and of the load side to its summary."""
-        assert self.upstream is not None
-        gw0 = gateway.cpu() if gateway else 0.0
-        up0 = self.upstream.cpu()
-        gcore0, lcore0 = core_busy(self.gateway_cores), core_busy(self.load_cores)
-        me0 = time.process_time()
-        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wall0 = time.perf_counter()
-        result = run()
-        stats = await result if asyncio.iscoroutine(result) else result
-        wall = time.perf_counter() - wall0
-        kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        gcore, lcore = core_busy(self.gateway_cores) - gcore0, core_busy(self.load_cores) - lcore0
-        gw = (gateway.cpu() - gw0) if gateway else 0.0
-        up = self.upstream.cpu() - up0
-        loadgen = time.process_time() - me0 + (kids1.ru_utime - kids0.ru_utime) + (kids1.ru_stime - kids0.ru_stime)
-        row = stats.summary()
-        served = stats.ok + stats.errors
-        row["load_core_busy"] = (up + loadgen) / wall / max(1, len(self.load_cores or [0]))
-        # CPU used on the benchmark's cores by anything else (other processes, interrupts): noise
-        if self.gateway_cores is not None and self.load_cores is not None:
-            row["foreign_gateway_core"] = max(0.0, gcore - gw) / wall / len(self.gateway_cores)
-            row["foreign_load_cores"] = max(0.0, lcore - up - loadgen) / wall / len(self.load_cores)
-        else:
-            row["foreign_all_cores"] = max(0.0, gcore - gw - up - loadgen) / wall / self.cores
-        row["upstream_cpu_us_per_req"] = up / served * 1e6 if served else math.nan
-        if gateway is not None:
-            row["gateway_cpu_s"] = gw
-            row["gateway_cpu_us_per_req"] = gw / served * 1e6 if served else math.nan
-            row["gateway_core_busy"] = gw / wall
-        return row
+        assert self.meter is not None
+        return await self.meter.measure(gateway, run)
 
     async def memory_phase(self, gateway: Process, host: str, port: int, key: str, marks: Sequence[int]) -> dict[str, Any]:
         """RSS of a fresh gateway, then after each mark of requests (3 JSON : 1 stream, no gap)."""
