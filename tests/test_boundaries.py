@@ -222,3 +222,20 @@ def test_no_other_class_or_function_is_defined_on_both_sides() -> None:
 
     both = (names("hulumanage") & names("proxy_plugin")) - hooks - copies - SAME_NAME_NOT_A_COPY
     assert both == set(), f"defined in both packages: {sorted(both)}; a deliberate copy goes into COPIES and docs/internals.md"
+
+
+def test_no_test_module_imports_another_or_the_conftest() -> None:
+    """Shared test code lives in ``tests/support``; test modules and ``conftest.py`` are never imported."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                first = name.split(".")[0]
+                if first == "conftest" or first.startswith("test_"):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert offenders == [], "move shared test code into tests/support:\n" + "\n".join(offenders)
