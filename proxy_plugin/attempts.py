@@ -45,6 +45,7 @@ class Outcome:
     connection_level: bool = False
     ok: bool = False        # the attempt succeeded (the other fields describe failures)
     answer: Any = None      # a buffered attempt's whole answer
+    timeout: bool = False   # the provider held the request until a timeout expired: never retried on it
 
     @classmethod
     def of_status(cls, status: int, body: bytes, headers: Mapping[str, str]) -> Outcome:
@@ -64,8 +65,9 @@ class Outcome:
         failure = classify_exception(exc)
         if failure is None:
             return None
-        what = timeout if isinstance(exc, TimeoutError) else describe_exception(exc)
-        return cls(failure, None, what, connection_level=whole_provider and connection_level(exc))
+        timed_out = isinstance(exc, TimeoutError)
+        what = timeout if timed_out else describe_exception(exc)
+        return cls(failure, None, what, connection_level=whole_provider and connection_level(exc), timeout=timed_out)
 
 
 class RetryBudget:
@@ -180,8 +182,14 @@ class Attempts:
         logger.info("provider %s failed for model %s: %s", provider.name, mapped, detail)
 
     async def retry_same(self, outcome: Outcome, attempt: int, provider: Provider, mapped: str) -> bool:
-        """Wait before retrying on the same provider; False means move on to the next one."""
+        """Wait before retrying on the same provider; False means move on to the next one.
+
+        Only quick failures are retried there (a 500, a reset, a short Retry-After): a
+        provider that held the request until a timeout would double the wait.
+        """
         if outcome.failure is not Failure.TRANSIENT or attempt + 1 >= self.retries.attempts_per_provider:
+            return False
+        if outcome.timeout:
             return False
         if outcome.retry_after is None and not provider.available(mapped):
             return False  # that failure opened its circuit: retrying would defeat it

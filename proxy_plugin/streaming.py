@@ -265,6 +265,7 @@ class Streamed:
                 outcome = Outcome.of_exception(exc, timeout="stream stalled (idle timeout)", whole_provider=False)
                 if outcome is None:
                     raise
+                outcome.timeout = False  # it did answer: the same provider may continue the stream
                 if isinstance(exc, TimeoutError) and _deadline_passed(attempt_deadline):
                     # the request's own time ran out on a stream that was still flowing: not the provider's fault
                     outcome = Outcome(None, None, "request deadline reached mid-stream")
