@@ -108,9 +108,11 @@ class Attempts:
 
     def __init__(
         self, plan: Sequence[Provider], model: str, retries: RetryConfig, budget: RetryBudget,
-        deadline: float | None, rng: random.Random,
+        deadline: float | None, rng: random.Random, providers: Sequence[Provider] = (),
     ) -> None:
+        """``providers``: every provider of the pool, so the final error can name those the plan left out."""
         self.plan = plan
+        self.providers = providers
         self.model = model
         self.retries = retries
         self.budget = budget
@@ -140,7 +142,7 @@ class Attempts:
             state = provider.state
             probes = state.acquire_circuits(mapped)
             if probes is None:
-                self.errors.append((provider.name, "circuit open"))
+                self.errors.append((provider.name, "skipped, " + (state.why_unavailable(mapped) or "circuit open")))
                 continue
             if not await state.acquire_slot():
                 state.release_circuits(mapped, probes)
@@ -211,9 +213,35 @@ class Attempts:
             await asyncio.sleep(wait)
         return True
 
+    def summary(self) -> str:
+        """What happened at each provider: one ``name: what`` entry per provider, ``; ``-separated.
+
+        Providers come in the order tried, then those the plan skipped (circuit open,
+        unhealthy; the time is in seconds from now). Repeated attempts with the same
+        result are counted: ``a: 500 (server_error) x2``; different ones are listed in
+        order: ``a: timeout, 500 (server_error)``.
+        """
+        entries: dict[str, list[list[Any]]] = {}  # name -> [[what, times], ...] in order
+        for name, what in self.errors:
+            runs = entries.setdefault(name, [])
+            if runs and runs[-1][0] == what:
+                runs[-1][1] += 1
+            else:
+                runs.append([what, 1])
+        planned = {id(p) for p in self.plan}
+        for provider in self.providers:
+            if id(provider) in planned or provider.name in entries:
+                continue
+            why = provider.state.why_unavailable(provider.map_model(self.model))
+            entries[provider.name] = [["skipped, " + (why or "not available"), 1]]
+        return "; ".join(
+            f"{name}: " + ", ".join(what if times == 1 else f"{what} x{times}" for what, times in runs)
+            for name, runs in entries.items()
+        )
+
     def exhausted(self) -> ProxyError:
         """The error for a request that no provider could answer."""
-        tried = "; ".join(f"{name}: {what}" for name, what in self.errors) or "no provider is configured for it"
+        tried = self.summary() or "no provider is configured for it"
         headers: dict[str, str] = {}
         if self.sent and len(self.context_length) == self.sent:
             # no provider had a larger model: the prompt is too long, which is the caller's error

@@ -105,7 +105,7 @@ class Pool:
         """A fresh attempt driver for one request."""
         total = self.config.timeouts.total
         deadline = time.monotonic() + total if total else None
-        return Attempts(self.plan(model), model, self.config.retries, self.budget, deadline, self.rng)
+        return Attempts(self.plan(model), model, self.config.retries, self.budget, deadline, self.rng, self.providers)
 
 
 def carried_states(old: Pool | None, config: ProxyConfig) -> dict[str, ProviderState]:

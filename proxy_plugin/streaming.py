@@ -305,7 +305,7 @@ class Streamed:
             if not relayed.continuable:
                 why = "this kind of answer (several choices or tool calls) cannot be continued elsewhere"
             else:
-                why = "no other provider could continue it: " + "; ".join(f"{n}: {w}" for n, w in run.errors)
+                why = "no other provider could continue it: " + run.summary()
             return ProxyError(502, f"the stream from the upstream broke ({self.broken}); {why}",
                               "upstream_error", "stream_interrupted")
         return run.exhausted()

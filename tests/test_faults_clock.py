@@ -8,12 +8,13 @@ Requests still travel over real HTTP to real fake providers; only the proxy's no
 
 from __future__ import annotations
 
+import openai
 import pytest
 from conftest import entry, health
 from test_faults import ANSWER, ask
 
 import proxy_plugin.plugin
-from hulumanage.sim import error, ok, server_error
+from hulumanage.sim import error, ok, rate_limited, server_error
 from proxy_plugin.clock import ManualClock
 
 FAILOVER = {"strategy": "failover", "health_check": {"enabled": False}}
@@ -98,3 +99,28 @@ async def test_an_auth_failure_waits_for_the_health_check_when_checks_run(fakes,
         assert (await ask(client, False)).fingerprints == {"fake-b"}
     assert len(a.chat_requests()) == 1
     assert (await health(http, host))["proxy"]["providers"]["a"]["circuits"]["*"]["until_health_check"] is True
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_the_all_failed_error_names_every_provider_once_with_its_attempts_and_the_skipped_ones(
+    fakes, proxy, clock: ManualClock, stream: bool,
+) -> None:
+    a, b = await fakes("a", "b", answer=ANSWER)
+    a.set_default(server_error())
+    b.script(rate_limited(retry_after=30))  # past retry_after_max: its circuit opens for min(30, max_probe_gap)
+    retries = {"attempts_per_provider": 2, "backoff_base": 0.01, "backoff_max": 0.02, "retry_after_max": 1}
+    host = await proxy([entry(a), entry(b)], routing=FAILOVER, retries=retries)
+    async with host.client() as client:
+        with pytest.raises(openai.APIStatusError) as first:
+            await ask(client, stream)
+        assert first.value.status_code == 502
+        assert first.value.body["message"] == (
+            "all providers failed for model 'gpt-4' (a: 500 (server_error) x2; b: 429 (rate_limit_exceeded))")
+        clock.advance(2.5)
+        with pytest.raises(openai.APIStatusError) as second:
+            await ask(client, stream)
+        assert second.value.status_code == 502
+        assert second.value.body["message"] == (
+            "all providers failed for model 'gpt-4' "
+            "(a: 500 (server_error) x2; b: skipped, circuit open until 7.5s from now)")
+    assert len(a.chat_requests()) == 4 and len(b.chat_requests()) == 1
