@@ -25,6 +25,7 @@ from proxy_plugin.classify import (
 from proxy_plugin.config import RetryConfig
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
+from proxy_plugin.redact import Redactor
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,10 @@ class Outcome:
     timeout: bool = False   # the provider held the request until a timeout expired: never retried on it
 
     @classmethod
-    def of_status(cls, status: int, body: bytes, headers: Mapping[str, str]) -> Outcome:
-        """The outcome of an upstream HTTP error response."""
+    def of_status(cls, status: int, body: bytes, headers: Mapping[str, str], redact: Redactor | None = None) -> Outcome:
+        """The outcome of an upstream HTTP error response (``redact``: scrub provider secrets from the body first)."""
+        if redact is not None:
+            body = redact.bytes(body[:MAX_ERROR_BODY])
         code = error_code(body)
         detail = f"{status}" + (f" ({code})" if code else "")
         return cls(classify_status(status, body), status, detail, body[:MAX_ERROR_BODY], dict(headers),

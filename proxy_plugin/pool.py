@@ -20,6 +20,7 @@ from proxy_plugin.dispatch import dispatch
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
 from proxy_plugin.provider_state import ProviderState
+from proxy_plugin.redact import provider_secrets
 from proxy_plugin.routing import make_strategy
 from proxy_plugin.streaming import Streamed
 from proxy_plugin.upstream import UpstreamClient
@@ -52,6 +53,7 @@ class Pool:
             state = states.get(p.name) or ProviderState(p, config.circuit_breaker, config.monitoring, clock)
             state.health_checks = config.routing.health_check.enabled
             self.providers.append(Provider(p, i, state, config.timeouts_for(p), client))
+        self.redact = provider_secrets(config.providers)  # applied to upstream error bodies only
         self.strategy = make_strategy(config.routing.strategy)
         # fallbacks get their own instance: a stateful strategy (round_robin) must not
         # advance its primary rotation when it orders the fallbacks

@@ -199,7 +199,8 @@ class Streamed:
                 conn = await self.pool.client.send(provider.endpoint, payload, timeouts.connect,
                                                    loop_time() + first_limit)
                 if conn.status != 200:
-                    return Outcome.of_status(conn.status, await conn.read(MAX_ERROR_BODY), conn.headers)
+                    return Outcome.of_status(conn.status, await conn.read(MAX_ERROR_BODY), conn.headers,
+                                             self.pool.redact)
                 events = data_events(conn)
                 first = None
                 async for data in events:
@@ -209,7 +210,7 @@ class Streamed:
             except DivergedError as exc:
                 raise self._diverged(exc) from None
             except StreamBrokenError as exc:
-                return Outcome(exc.failure, None, exc.detail)
+                return Outcome(exc.failure, None, self.pool.redact.text(exc.detail))  # built from an upstream body
             except Exception as exc:  # transport failures are classified, others re-raised
                 outcome = Outcome.of_exception(exc, timeout="no first token in time")
                 if outcome is None:
@@ -257,7 +258,7 @@ class Streamed:
                     if part is not None:
                         yield part
             except StreamBrokenError as exc:
-                self.broke = Outcome(exc.failure, None, exc.detail)
+                self.broke = Outcome(exc.failure, None, self.pool.redact.text(exc.detail))  # built from an upstream body
                 return
             except DivergedError as exc:
                 raise self._diverged(exc) from None
