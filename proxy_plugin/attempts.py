@@ -25,6 +25,7 @@ from proxy_plugin.classify import (
 from proxy_plugin.config import RetryConfig
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
+from proxy_plugin.redact import Redactor
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +46,13 @@ class Outcome:
     connection_level: bool = False
     ok: bool = False        # the attempt succeeded (the other fields describe failures)
     answer: Any = None      # a buffered attempt's whole answer
+    timeout: bool = False   # the provider held the request until a timeout expired: never retried on it
 
     @classmethod
-    def of_status(cls, status: int, body: bytes, headers: Mapping[str, str]) -> Outcome:
-        """The outcome of an upstream HTTP error response."""
+    def of_status(cls, status: int, body: bytes, headers: Mapping[str, str], redact: Redactor | None = None) -> Outcome:
+        """The outcome of an upstream HTTP error response (``redact``: scrub provider secrets from the body first)."""
+        if redact is not None:
+            body = redact.bytes(body[:MAX_ERROR_BODY])
         code = error_code(body)
         detail = f"{status}" + (f" ({code})" if code else "")
         return cls(classify_status(status, body), status, detail, body[:MAX_ERROR_BODY], dict(headers),
@@ -64,8 +68,9 @@ class Outcome:
         failure = classify_exception(exc)
         if failure is None:
             return None
-        what = timeout if isinstance(exc, TimeoutError) else describe_exception(exc)
-        return cls(failure, None, what, connection_level=whole_provider and connection_level(exc))
+        timed_out = isinstance(exc, TimeoutError)
+        what = timeout if timed_out else describe_exception(exc)
+        return cls(failure, None, what, connection_level=whole_provider and connection_level(exc), timeout=timed_out)
 
 
 class RetryBudget:
@@ -106,9 +111,11 @@ class Attempts:
 
     def __init__(
         self, plan: Sequence[Provider], model: str, retries: RetryConfig, budget: RetryBudget,
-        deadline: float | None, rng: random.Random,
+        deadline: float | None, rng: random.Random, providers: Sequence[Provider] = (),
     ) -> None:
+        """``providers``: every provider of the pool, so the final error can name those the plan left out."""
         self.plan = plan
+        self.providers = providers
         self.model = model
         self.retries = retries
         self.budget = budget
@@ -138,7 +145,7 @@ class Attempts:
             state = provider.state
             probes = state.acquire_circuits(mapped)
             if probes is None:
-                self.errors.append((provider.name, "circuit open"))
+                self.errors.append((provider.name, "skipped, " + (state.why_unavailable(mapped) or "circuit open")))
                 continue
             if not await state.acquire_slot():
                 state.release_circuits(mapped, probes)
@@ -180,8 +187,14 @@ class Attempts:
         logger.info("provider %s failed for model %s: %s", provider.name, mapped, detail)
 
     async def retry_same(self, outcome: Outcome, attempt: int, provider: Provider, mapped: str) -> bool:
-        """Wait before retrying on the same provider; False means move on to the next one."""
+        """Wait before retrying on the same provider; False means move on to the next one.
+
+        Only quick failures are retried there (a 500, a reset, a short Retry-After): a
+        provider that held the request until a timeout would double the wait.
+        """
         if outcome.failure is not Failure.TRANSIENT or attempt + 1 >= self.retries.attempts_per_provider:
+            return False
+        if outcome.timeout:
             return False
         if outcome.retry_after is None and not provider.available(mapped):
             return False  # that failure opened its circuit: retrying would defeat it
@@ -203,9 +216,35 @@ class Attempts:
             await asyncio.sleep(wait)
         return True
 
+    def summary(self) -> str:
+        """What happened at each provider: one ``name: what`` entry per provider, ``; ``-separated.
+
+        Providers come in the order tried, then those the plan skipped (circuit open,
+        unhealthy; the time is in seconds from now). Repeated attempts with the same
+        result are counted: ``a: 500 (server_error) x2``; different ones are listed in
+        order: ``a: timeout, 500 (server_error)``.
+        """
+        entries: dict[str, list[list[Any]]] = {}  # name -> [[what, times], ...] in order
+        for name, what in self.errors:
+            runs = entries.setdefault(name, [])
+            if runs and runs[-1][0] == what:
+                runs[-1][1] += 1
+            else:
+                runs.append([what, 1])
+        planned = {id(p) for p in self.plan}
+        for provider in self.providers:
+            if id(provider) in planned or provider.name in entries:
+                continue
+            why = provider.state.why_unavailable(provider.map_model(self.model))
+            entries[provider.name] = [["skipped, " + (why or "not available"), 1]]
+        return "; ".join(
+            f"{name}: " + ", ".join(what if times == 1 else f"{what} x{times}" for what, times in runs)
+            for name, runs in entries.items()
+        )
+
     def exhausted(self) -> ProxyError:
         """The error for a request that no provider could answer."""
-        tried = "; ".join(f"{name}: {what}" for name, what in self.errors) or "no provider is configured for it"
+        tried = self.summary() or "no provider is configured for it"
         headers: dict[str, str] = {}
         if self.sent and len(self.context_length) == self.sent:
             # no provider had a larger model: the prompt is too long, which is the caller's error

@@ -1,4 +1,13 @@
-"""Circuit breakers: closed, open, half-open, kept per provider and per upstream model."""
+"""Circuit breakers: closed, open, half-open, kept per provider and per upstream model.
+
+An open circuit waits before letting one probe through: ``open_base`` doubled on each
+reopening without a success, capped at ``open_max`` and jittered, and never longer than
+``max_probe_gap`` (whatever opened it: failures, a ``Retry-After``, an auth failure without
+health checks), so a provider that recovers gets its traffic back within about
+``max_probe_gap`` of recovering however long it was down. A dead provider still sees at
+most one request per gap, and that one fails over. Only a circuit held for a health
+check (an auth failure while health checks run) waits for the check instead.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ class Breaker:
         "consecutive_limit",
         "failure_rate",
         "last_failure",
+        "max_probe_gap",
         "min_requests",
         "open_base",
         "open_max",
@@ -45,6 +55,7 @@ class Breaker:
         min_requests: int = 10,
         open_base: float = 5.0,
         open_max: float = 60.0,
+        max_probe_gap: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -54,6 +65,7 @@ class Breaker:
         self.min_requests = min_requests
         self.open_base = open_base
         self.open_max = open_max
+        self.max_probe_gap = max_probe_gap
         self.state = CLOSED
         self.consecutive = 0
         self.openings = 0         # since it last closed (the backoff's exponent)
@@ -126,6 +138,14 @@ class Breaker:
         if self.state == OPEN and not self.until_health_check:
             self.open_until = min(self.open_until, self._clock())
 
+    def reopens_in(self) -> float | None:
+        """Seconds until an open circuit lets a probe through (0: it may now; None: when a health check passes)."""
+        if self._current() != OPEN:
+            return 0.0
+        if self.until_health_check:
+            return None
+        return max(0.0, self.open_until - self._clock())
+
     def _tripped(self) -> bool:
         if self.consecutive >= self.consecutive_limit:
             return True
@@ -158,6 +178,8 @@ class Breaker:
         if duration is None:
             base = min(self.open_max, self.open_base * (2 ** (self.openings - 1)))
             duration = base * self._rng.uniform(0.8, 1.2)
+        if duration != FOREVER:
+            duration = min(duration, self.max_probe_gap)  # however long the outage, probe at least this often
         self.state = OPEN
         self.probing = False
         self.until_health_check = until_health_check

@@ -85,7 +85,7 @@ class BufferedExchange:
                 provider.state.record_success(mapped, time.monotonic() - started)
                 return Outcome(ok=True, answer=RawResponse(200, answer, JSON_HEADERS))
             return Outcome(Failure.BAD_RESPONSE, 200, "200 with a body that is not a JSON completion")
-        return Outcome.of_status(status, answer, headers)
+        return Outcome.of_status(status, answer, headers, self.pool.redact)
 
     def relay(self, provider: Provider, mapped: str) -> AsyncGenerator[Any, None]:
         """Never called: a buffered attempt returns its whole answer."""

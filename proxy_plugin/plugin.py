@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
 from proxy_plugin import hookimpl
 from proxy_plugin.approach import RUNTIME, ProxyApproach
+from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ConfigError, find_config_path
 from proxy_plugin.runtime import ProxyRuntime
 
 logger = logging.getLogger(__name__)
+
+#: What the runtime started by ``lifespan`` reads time from. A test running the real server
+#: in-process sets this to a ``ManualClock`` (no environment variable, no host import).
+clock_factory: Callable[[], Clock] = lambda: SYSTEM
 
 
 @hookimpl
@@ -54,7 +59,7 @@ async def _lifespan(app: web.Application, options: argparse.Namespace) -> AsyncI
         logger.info("proxy approach available but not configured (looked at: %s)", ", ".join(looked))
         yield
         return
-    runtime = ProxyRuntime(path)
+    runtime = ProxyRuntime(path, clock=clock_factory())
     await runtime.start()
     app[RUNTIME] = runtime
     try:

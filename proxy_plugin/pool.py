@@ -14,11 +14,13 @@ import aiohttp
 
 from proxy_plugin.attempts import Attempts, RetryBudget
 from proxy_plugin.buffered import BufferedExchange, RawResponse
+from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ProviderConfig, ProxyConfig
 from proxy_plugin.dispatch import dispatch
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
 from proxy_plugin.provider_state import ProviderState
+from proxy_plugin.redact import provider_secrets
 from proxy_plugin.routing import make_strategy
 from proxy_plugin.streaming import StreamedExchange
 from proxy_plugin.upstream import UpstreamClient
@@ -34,22 +36,30 @@ class Pool:
     def __init__(
         self, config: ProxyConfig, session: aiohttp.ClientSession, client: UpstreamClient,
         rng: random.Random | None = None, states: dict[str, ProviderState] | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
-        """Build the providers of ``config``; ``states`` gives the run-time state to carry over, by provider name."""
+        """Build the providers of ``config``; ``states`` gives the run-time state to carry over, by provider name.
+
+        ``clock`` is what circuits, failure times and the retry budget read (a test's
+        ``ManualClock``); request deadlines stay on real time (they bound real waits).
+        """
         self.config = config
+        self.clock = clock
         self.session = session  # health checks and other calls off the hot path
         self.client = client    # chat completions
         states = states or {}
         self.providers: list[Provider] = []
         for i, p in enumerate(config.providers):  # resolved once per configuration, not per request
-            state = states.get(p.name) or ProviderState(p, config.circuit_breaker, config.monitoring)
+            state = states.get(p.name) or ProviderState(p, config.circuit_breaker, config.monitoring, clock)
+            state.health_checks = config.routing.health_check.enabled
             self.providers.append(Provider(p, i, state, config.timeouts_for(p), client))
+        self.redact = provider_secrets(config.providers)  # applied to upstream error bodies only
         self.strategy = make_strategy(config.routing.strategy)
         # fallbacks get their own instance: a stateful strategy (round_robin) must not
         # advance its primary rotation when it orders the fallbacks
         self.fallback_strategy = make_strategy(config.routing.strategy)
         self.rng = rng or random.Random()
-        self.budget = RetryBudget(config.retries.budget_ratio, config.retries.budget_min)
+        self.budget = RetryBudget(config.retries.budget_ratio, config.retries.budget_min, clock.monotonic)
         self._queue = asyncio.Semaphore(config.queue.max_concurrent)
         self.in_flight = 0
         self.rejected = 0
@@ -97,7 +107,7 @@ class Pool:
         """A fresh attempt driver for one request."""
         total = self.config.timeouts.total
         deadline = time.monotonic() + total if total else None
-        return Attempts(self.plan(model), model, self.config.retries, self.budget, deadline, self.rng)
+        return Attempts(self.plan(model), model, self.config.retries, self.budget, deadline, self.rng, self.providers)
 
 
 def carried_states(old: Pool | None, config: ProxyConfig) -> dict[str, ProviderState]:

@@ -11,11 +11,11 @@ close an open circuit or forget a provider's latency.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from typing import Any
 
 from proxy_plugin.breaker import HALF_OPEN, Breaker
+from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import CircuitBreakerConfig, MonitoringConfig, ProviderConfig
 
 LATENCY_SAMPLES = 200
@@ -26,7 +26,12 @@ class ProviderState:
 
     def __init__(
         self, config: ProviderConfig, breakers: CircuitBreakerConfig, monitoring: MonitoringConfig | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
+        self.clock = clock
+        #: whether active health checks run (set by the pool serving it): an auth failure then
+        #: holds the circuit until a check passes, else it reopens for a probe like any other
+        self.health_checks = True
         self.track_latency = monitoring.track_latency if monitoring else True
         self.track_errors = monitoring.track_errors if monitoring else True
         self.healthy = True
@@ -60,6 +65,7 @@ class ProviderState:
             breaker = Breaker(
                 consecutive_failures=c.consecutive_failures, failure_rate=c.failure_rate, window=c.window,
                 min_requests=c.min_requests, open_base=c.open_base, open_max=c.open_max,
+                max_probe_gap=c.max_probe_gap, clock=self.clock.monotonic,
             )
             self._breakers[model] = breaker
         return breaker
@@ -143,28 +149,57 @@ class ProviderState:
         self, model: str, error_class: str, detail: str, *, whole_provider: bool,
         open_for: float | None = None, until_health_check: bool = False,
     ) -> None:
-        """A failed attempt that is the provider's fault."""
-        self.last_failure = time.monotonic()
+        """A failed attempt that is the provider's fault.
+
+        ``until_health_check`` (an auth failure) holds the circuit open until a health
+        check passes when checks run; without them it opens for ``open_max`` (within
+        ``max_probe_gap``) and the next probe tells.
+        """
+        self.last_failure = self.clock.monotonic()
         if self.track_errors:
             self.failures += 1
             self.last_error_class = error_class
             self.last_error = detail
         if not self._breaker_config.enabled:
             return
+        if until_health_check and not self.health_checks:
+            until_health_check = False
+            open_for = self._breaker_config.open_max
         if whole_provider:
             self.breaker(None).failure(open_for=open_for, until_health_check=until_health_check)
-            if open_for is not None:
+            if open_for is not None and not until_health_check:
                 self.breaker(model).failure(open_for=open_for)
         else:
             self.breaker(model).failure(open_for=open_for, until_health_check=until_health_check)
 
     def health_check_passed(self) -> None:
-        """Active check passed: auth-held circuits close, and the provider's own circuit may probe now."""
+        """Active check passed: auth-held circuits close, and every open circuit (per model too) may probe now.
+
+        A passing ``/models`` does not prove a model answers, so a per-model circuit is not
+        closed outright: the next request for it is its probe.
+        """
         for breaker in self._breakers.values():
             breaker.health_check_passed()
-        whole = self._breakers.get(None)
-        if whole is not None:
-            whole.probe_now()
+            breaker.probe_now()
+
+    def why_unavailable(self, model: str) -> str | None:
+        """Why a request for ``model`` would skip this provider now (None: it would not), for error messages."""
+        if not self.healthy:
+            return "unhealthy (failing health checks)"
+        if not self._breaker_config.enabled:
+            return None
+        waits = []
+        for breaker in (self._breakers.get(None), self._breakers.get(model)):
+            if breaker is not None and not breaker.available():
+                waits.append(breaker.reopens_in())
+        if not waits:
+            return None
+        if None in waits:
+            return "circuit open until a health check passes"
+        wait = max(w for w in waits if w is not None)
+        if wait <= 0:
+            return "circuit half-open (a probe is in flight)"
+        return f"circuit open until {wait:.1f}s from now"
 
     def snapshot(self) -> dict[str, Any]:
         """The run-time part of ``/health``'s view of this provider (JSON-able, secret-free)."""

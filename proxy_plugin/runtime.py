@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ProxyConfig, load_config
 from proxy_plugin.health import HealthChecker
 from proxy_plugin.pool import Pool, carried_states
@@ -28,8 +29,10 @@ def _apply_log_level(level: str) -> None:
 class ProxyRuntime:
     """Owns the long-lived ClientSession and the current Pool; a reload swaps the pool whole."""
 
-    def __init__(self, path: Path, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, path: Path, environ: Mapping[str, str] | None = None, clock: Clock | None = None) -> None:
+        """Load ``path``; ``clock`` (default: the system's) is what every pool's circuits and budgets read."""
         self.path = path
+        self.clock = SYSTEM if clock is None else clock
         self.environ = os.environ if environ is None else environ
         self.config: ProxyConfig = load_config(path, self.environ)
         self.session: aiohttp.ClientSession | None = None
@@ -53,7 +56,7 @@ class ProxyRuntime:
                                              auto_decompress=True)
         self.client = UpstreamClient(environ=self.environ)
         try:
-            self.pool = Pool(self.config, self.session, self.client)  # ValueError: an unusable egress proxy setting
+            self.pool = Pool(self.config, self.session, self.client, clock=self.clock)  # ValueError: an unusable egress proxy setting
         except BaseException:
             await self.close()
             raise
@@ -71,7 +74,7 @@ class ProxyRuntime:
         assert self.session is not None and self.client is not None
         # providers whose config is unchanged keep their circuits, latency and health (shared state objects)
         return PreparedReload(self, config, Pool(config, self.session, self.client,
-                                                 states=carried_states(self.pool, config)))
+                                                 states=carried_states(self.pool, config), clock=self.clock))
 
     async def reload(self) -> dict[str, Any]:
         """Load the file again; on success swap in a new pool (prepare, then apply).

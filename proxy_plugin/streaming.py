@@ -199,7 +199,8 @@ class StreamedExchange:
                 conn = await self.pool.client.send(provider.endpoint, payload, timeouts.connect,
                                                    loop_time() + first_limit)
                 if conn.status != 200:
-                    return Outcome.of_status(conn.status, await conn.read(MAX_ERROR_BODY), conn.headers)
+                    return Outcome.of_status(conn.status, await conn.read(MAX_ERROR_BODY), conn.headers,
+                                             self.pool.redact)
                 events = data_events(conn)
                 first = None
                 async for data in events:
@@ -209,7 +210,7 @@ class StreamedExchange:
             except DivergedError as exc:
                 raise self._diverged(exc) from None
             except StreamBrokenError as exc:
-                return Outcome(exc.failure, None, exc.detail)
+                return Outcome(exc.failure, None, self.pool.redact.text(exc.detail))  # built from an upstream body
             except Exception as exc:  # transport failures are classified, others re-raised
                 outcome = Outcome.of_exception(exc, timeout="no first token in time")
                 if outcome is None:
@@ -257,7 +258,7 @@ class StreamedExchange:
                     if part is not None:
                         yield part
             except StreamBrokenError as exc:
-                self.broke = Outcome(exc.failure, None, exc.detail)
+                self.broke = Outcome(exc.failure, None, self.pool.redact.text(exc.detail))  # built from an upstream body
                 return
             except DivergedError as exc:
                 raise self._diverged(exc) from None
@@ -265,6 +266,7 @@ class StreamedExchange:
                 outcome = Outcome.of_exception(exc, timeout="stream stalled (idle timeout)", whole_provider=False)
                 if outcome is None:
                     raise
+                outcome.timeout = False  # it did answer: the same provider may continue the stream
                 if isinstance(exc, TimeoutError) and _deadline_passed(attempt_deadline):
                     # the request's own time ran out on a stream that was still flowing: not the provider's fault
                     outcome = Outcome(None, None, "request deadline reached mid-stream")
@@ -304,7 +306,7 @@ class StreamedExchange:
             if not relayed.continuable:
                 why = "this kind of answer (several choices or tool calls) cannot be continued elsewhere"
             else:
-                why = "no other provider could continue it: " + "; ".join(f"{n}: {w}" for n, w in run.errors)
+                why = "no other provider could continue it: " + run.summary()
             return ProxyError(502, f"the stream from the upstream broke ({self.broken}); {why}",
                               "upstream_error", "stream_interrupted")
         return run.exhausted()

@@ -122,6 +122,8 @@ class CircuitBreakerConfig:
     min_requests: int = opt(10, ge=1)
     open_base: float = opt(5.0, gt=0)
     open_max: float = opt(60.0, gt=0)
+    #: the longest an open circuit waits before a probe, whatever the backoff has grown to
+    max_probe_gap: float = opt(10.0, gt=0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

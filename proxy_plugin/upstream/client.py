@@ -8,8 +8,8 @@ head is built once per provider (:class:`Endpoint`); a request is one ``write`` 
 body handed over chunk by chunk, never copied into a stream object.
 
 What it does: keep-alive connections per origin (idle ones closed after ``keepalive``
-seconds, or as soon as the server closes them; a request meeting an idle close is sent
-once more), connecting to every address of a host (happy eyeballs), TLS with the
+seconds, or as soon as the server closes them; a request meeting an idle close within
+``RESEND_WINDOW`` of its write is sent once more, and only then), connecting to every address of a host (happy eyeballs), TLS with the
 system's trust store, an egress HTTP proxy (``egress.py``). What it leaves to the
 caller: timeouts beyond the connect timeout (the pool's deadlines wrap every call) and
 retries (the pool decides those). Health checks and everything else off the hot path
@@ -34,6 +34,14 @@ from proxy_plugin.upstream.errors import ConnectFailedError, DisconnectedError
 from proxy_plugin.upstream.framing import request_head
 
 PARK_SECONDS = 5.0                # a finished stream may take this long to send its last bytes
+#: A reused connection that closes without a byte of answer within this long of the request's
+#: write met the keep-alive race (the provider closed it for idleness as the request went out):
+#: its close was already on the way, so it arrives within about one round trip of the write
+#: (milliseconds nearby, ~150-200 ms to the far side of the world). 0.25 s covers that, and
+#: is shorter than a provider takes to *process* a chat completion, so a request it may have
+#: acted on is never sent twice silently: a later close is the provider failing (one attempt,
+#: charged to it, logged, seen by the retry budget before any retry).
+RESEND_WINDOW = 0.25
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,19 +131,23 @@ class UpstreamClient:
         The caller reads the body from the returned connection and hands it back with
         :meth:`release` (or :meth:`release_streamed`), whatever happened.
 
-        A kept-alive connection that the provider closes without a byte of answer was
-        most likely closed for idleness as the request went out (a race every keep-alive
-        client meets): the request is sent once more on a new connection, so that race is
-        neither an error for the client nor a failure charged to the provider.
+        A kept-alive connection that the provider closes without a byte of answer within
+        ``RESEND_WINDOW`` of the write was closed for idleness as the request went out (a
+        race every keep-alive client meets): the request is sent once more on a new
+        connection, so that race is neither an error for the client nor a failure charged
+        to the provider. A later close raises ``DisconnectedError``: the provider held the
+        request, it may have acted on it, and the caller decides (one failed attempt).
         """
         conn = self._take_idle(endpoint.origin)
         if conn is not None:
             conn.reset()
             conn.read_deadline = deadline
+            loop_time = asyncio.get_running_loop().time
+            written = loop_time()
             try:
                 return await self._exchange(conn, endpoint, payload)
             except DisconnectedError:
-                if conn.answered:
+                if conn.answered or loop_time() - written > RESEND_WINDOW:
                     raise
                 self.stale += 1
         conn = await self._connect(endpoint, connect_timeout, deadline)

@@ -78,10 +78,9 @@ async def test_a_slow_first_token_fails_over_while_nothing_was_sent(fakes, proxy
     assert_complete(raw)
     assert {c["system_fingerprint"] for c in chunks(raw)} == {"fake-b"}  # nothing of a's reached the client
     assert [c["choices"][0]["delta"].get("role") for c in chunks(raw)].count("assistant") == 1
-    assert len(a.chat_requests()) == 2 and len(b.chat_requests()) == 1
-    (gap,) = gaps(a)
-    assert first_token - 0.01 <= gap <= first_token + FIRST_BACKOFF_CAP + SLACK
-    assert 2 * first_token - 0.02 <= seconds <= 2 * first_token + FIRST_BACKOFF_CAP + SLACK
+    # a timeout is not retried on the same provider (attempts_per_provider: 2 notwithstanding)
+    assert len(a.chat_requests()) == 1 and len(b.chat_requests()) == 1
+    assert first_token - 0.01 <= seconds <= first_token + SLACK
     async with host.client() as client:
         await serves_normally(client, a, b)
 

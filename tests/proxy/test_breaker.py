@@ -162,7 +162,7 @@ def test_the_failure_rate_forgets_requests_older_than_the_window() -> None:
 
 def test_open_for_opens_at_once_for_exactly_that_long() -> None:
     clock = Clock()
-    b = breaker(clock)
+    b = breaker(clock, max_probe_gap=60)  # above every wait here (a longer one is capped: see below)
     b.failure(open_for=30)  # a 429 with Retry-After: 30
     assert state(b) == OPEN and open_for(b, clock) == 30
     b.failure(open_for=10)  # a shorter one while open: no change
@@ -375,3 +375,31 @@ def test_a_request_that_started_while_closed_cannot_hand_back_another_requests_p
     assert provider.acquire_circuits("m") is None  # still only one probe in flight
     provider.release_circuits("m", probe)  # the probe was cancelled: hand it back
     assert provider.acquire_circuits("m") == (False, True)
+
+
+@pytest.mark.parametrize(("open_base", "open_max", "gap"), [(1.0, 8.0, 3.0), (5.0, 60.0, 10.0), (20.0, 30.0, 1.0), (1.0, 2.0, 50.0)])
+def test_an_open_circuit_never_waits_longer_than_max_probe_gap_before_a_probe(open_base: float, open_max: float, gap: float) -> None:
+    clock = Clock()
+    b = breaker(clock, consecutive_failures=1, open_base=open_base, open_max=open_max, max_probe_gap=gap)
+    for _ in range(12):  # a provider that fails every probe: the backoff grows, the gap stays capped
+        b.failure()
+        assert 0 < open_for(b, clock) <= min(gap, open_max * 1.2)
+        clock.advance(open_for(b, clock))
+        assert b.acquire()  # the probe
+    b.failure(open_for=3600)  # a long Retry-After is capped too
+    assert open_for(b, clock) == pytest.approx(gap)
+
+
+def test_a_passing_health_check_lets_a_per_model_circuit_probe_at_once() -> None:
+    from proxy_plugin.clock import ManualClock
+    from proxy_plugin.config import CircuitBreakerConfig, ProviderConfig
+    from proxy_plugin.provider_state import ProviderState
+
+    clock = ManualClock()
+    state = ProviderState(ProviderConfig(name="a", base_url="http://127.0.0.1:1/v1"),
+                          CircuitBreakerConfig(consecutive_failures=1), clock=clock)
+    state.record_failure("gpt-4", "transient", "500", whole_provider=False)
+    assert not state.available("gpt-4")
+    assert state.why_unavailable("gpt-4") is not None
+    state.health_check_passed()
+    assert state.available("gpt-4")  # half-open: the next request is its probe

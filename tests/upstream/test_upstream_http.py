@@ -464,6 +464,58 @@ async def test_a_kept_alive_connection_closed_as_the_request_goes_out_is_retried
         await server.wait_closed()
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_request_held_then_dropped_is_one_failed_attempt_never_sent_again_silently(
+    fakes, proxy, http, stream: bool,
+) -> None:
+    """Past the keep-alive race: a reused connection that takes the request, holds it 0.5 s, then closes.
+
+    The provider may have acted on that POST, so it is not resent: one delivery, one failure
+    charged to the provider (``/health``), the next provider answers.
+    """
+    hold = 0.5
+    assert hold > upstream_module.client.RESEND_WINDOW
+    body = orjson.dumps(completion())
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    delivered: list[bytes] = []  # every request body that reached the fake, in order
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                delivered.append(await reader.readexactly(length))
+                if len(delivered) == 2:
+                    await asyncio.sleep(hold)  # held, then dropped without a byte of answer
+                    break
+                writer.write(reply)
+                await writer.drain()
+        writer.close()
+
+    (b,) = await fakes("b", answer=ANSWER)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        host = await proxy([{"name": "a", "base_url": url}, entry(b)], routing=FAILOVER, retries=NO_RETRY)
+        async with host.client() as client:
+            assert await ask(client, False) == ANSWER  # a answers and keeps the connection alive
+            assert await ask(client, stream) == ANSWER  # a holds and drops it: b answers
+        assert len(delivered) == 2  # the dropped request reached a once, not twice
+        assert len(b.chat_requests()) == 1
+        status = (await health(http, host))["proxy"]
+        view = status["providers"]["a"]
+        assert view["failures"] == 1 and view["last_error"] == "server disconnected"
+        assert status["upstream_connections"]["resent_after_idle_close"] == 0
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_provider_named_by_host_name_is_resolved_and_connected(upstream, proxy, http) -> None:
     server = await upstream(answer)
     host = await proxy([{"name": "a", "base_url": f"http://localhost:{server.port}/v1"}], routing=FAILOVER)
