@@ -15,7 +15,7 @@ from hulumanage.compose import layer_client
 from hulumanage.errors import ApiError, error_payload
 from hulumanage.plugins import settle
 from hulumanage.results import completion_body, is_stream, sse_writes
-from hulumanage.validate import validate_request
+from hulumanage.validate import check_depth, validate_request
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ async def chat_reply(app: web.Application, raw: bytes, authorization: str) -> tu
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        if isinstance(data, dict | list):
+            check_depth(data)
         validate_request(data)
         chain = resolve_chain(data, approaches, app[OPTIONS].approach)
         extra: dict[str, Any] = {}
