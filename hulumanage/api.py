@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
-from hulumanage.appkeys import APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.appkeys import ALLOWED, APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.call import Call
 from hulumanage.compose import layer_client
 from hulumanage.errors import ApiError, error_payload
@@ -28,8 +28,14 @@ def error_response(exc: BaseException) -> web.Response:
     return web.Response(status=status, body=body, headers=headers)
 
 
-def resolve_chain(data: dict[str, Any], approaches: dict[str, Any], default: str) -> tuple[str, ...]:
-    """Pick the approach layers for a request and strip any approach prefix from ``model``."""
+def resolve_chain(
+    data: dict[str, Any], approaches: dict[str, Any], default: str, allowed: frozenset[str] | None = None
+) -> tuple[str, ...]:
+    """Pick the approach layers for a request and strip any approach prefix from ``model``.
+
+    Every layer the client names must be in ``allowed`` (``--allow-approaches``; None: any),
+    else a 403; the server's default, used implicitly, always is.
+    """
     model = data["model"]
     head, sep, rest = model.partition("-")
     prefix: tuple[str, ...] = ()
@@ -54,6 +60,16 @@ def resolve_chain(data: dict[str, Any], approaches: dict[str, Any], default: str
             f"unknown approach {unknown[0]!r}; known approaches: {', '.join(sorted(approaches))}",
             code="unknown_approach",
         )
+    if allowed is not None:
+        refused = [s for s in chain if s not in allowed]
+        if refused:
+            raise ApiError(
+                403,
+                f"approach {refused[0]!r} may not be selected by clients on this server; "
+                f"allowed approaches: {', '.join(sorted(allowed))}",
+                "permission_error",
+                "approach_not_allowed",
+            )
     if len(set(chain)) != len(chain):
         raise ApiError(400, f"approach chain {'&'.join(chain)!r} repeats an approach (a cycle)", code="approach_cycle")
     for outer in chain[:-1]:
@@ -98,7 +114,7 @@ async def chat_reply(app: web.Application, raw: bytes, authorization: str) -> tu
         if isinstance(data, dict | list):
             check_depth(data)
         validate_request(data)
-        chain = resolve_chain(data, approaches, app[OPTIONS].approach)
+        chain = resolve_chain(data, approaches, app[OPTIONS].approach, app[ALLOWED])
         extra: dict[str, Any] = {}
         if "hulumanage_approach" in data:
             extra["hulumanage_approach"] = data.pop("hulumanage_approach")
@@ -190,7 +206,12 @@ async def list_models(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """``GET /health``: the host, its approaches, and whatever plugins report."""
     approaches = request.app[APPROACHES]
-    body: dict[str, Any] = {"status": "ok", "approaches": sorted(approaches), "default_approach": request.app[OPTIONS].approach}
+    body: dict[str, Any] = {
+        "status": "ok",
+        "approaches": sorted(approaches),
+        "default_approach": request.app[OPTIONS].approach,
+        "allowed_approaches": sorted(request.app[ALLOWED]),
+    }
     for part in await settle(request.app[PLUGIN_MANAGER].hook.health(app=request.app)):
         if part:
             body.update(part)

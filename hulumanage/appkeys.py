@@ -17,6 +17,7 @@ PLUGIN_MANAGER = web.AppKey("hulumanage_plugin_manager", pluggy.PluginManager)
 APPROACHES: web.AppKey[dict[str, Any]] = web.AppKey("hulumanage_approaches")
 HTTP = web.AppKey("hulumanage_http", aiohttp.ClientSession)
 PARAMS: web.AppKey[frozenset[str]] = web.AppKey("hulumanage_params")
+ALLOWED: web.AppKey[frozenset[str]] = web.AppKey("hulumanage_allowed_approaches")
 STATS: web.AppKey[dict[str, Any]] = web.AppKey("hulumanage_stats")
 
-__all__ = ["APPROACHES", "HTTP", "OPTIONS", "PARAMS", "PLUGIN_MANAGER", "STATS"]
+__all__ = ["ALLOWED", "APPROACHES", "HTTP", "OPTIONS", "PARAMS", "PLUGIN_MANAGER", "STATS"]

@@ -9,10 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import openai
+import orjson
 import pytest
-from conftest import entry
-from harness import Host
+from conftest import USER, entry
+from harness import Host, run_host
 
+from hulumanage.app import StartupError
 from hulumanage.validate import MAX_DEPTH
 
 JSON = {"Content-Type": "application/json"}
@@ -72,3 +75,71 @@ async def test_huge_integer_literals_are_a_400_naming_the_field(fakes, proxy, ht
     assert f"'{field}'" in error["message"] and "too large" in error["message"]
     assert "must be an integer, got" not in error["message"]
     assert a.chat_requests() == []
+
+
+# -- 1. clients cannot escape the pool --------------------------------------------------
+
+
+@FRONT_ENDS
+async def test_none_is_not_selectable_under_the_proxy(fakes, proxy, http, front) -> None:
+    a, direct = await fakes("a", "direct")
+    host = await proxy([entry(a)], argv=("--approach", "proxy", "--base-url", direct.base_url, *front))
+    forms = [
+        {"model": "none-gpt-4o-mini", "messages": USER},
+        {"model": "gpt-4o-mini", "messages": USER, "hulumanage_approach": "none"},
+        {"model": "gpt-4o-mini", "messages": USER, "hulumanage_approach": "bon&none"},
+    ]
+    for form in forms:
+        status, _, body = await post(http, chat_url(host), orjson.dumps(form))
+        assert status == 403, form
+        error = error_of(body)
+        assert error["code"] == "approach_not_allowed" and "'none'" in error["message"]
+    async with host.client() as client:
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            await client.chat.completions.create(model="none-gpt-4o-mini", messages=USER)
+        assert caught.value.body["code"] == "approach_not_allowed"
+        with pytest.raises(openai.PermissionDeniedError):
+            stream = await client.chat.completions.create(model="none-gpt-4o-mini", messages=USER, stream=True)
+            async for _ in stream:
+                pass
+        assert (await client.chat.completions.create(model="gpt-4o-mini", messages=USER)).choices  # the pool serves
+        assert (await client.chat.completions.create(model="bon-gpt-4o-mini", messages=USER)).choices
+    assert direct.requests == []
+    async with http.get(f"{host.url}/health") as resp:
+        listed = (await resp.json())["allowed_approaches"]
+    assert "none" not in listed and {"proxy", "bon", "moa"} <= set(listed)
+
+
+async def test_allow_approaches_narrows_and_widens(fakes, proxy, http) -> None:
+    a, direct = await fakes("a", "direct")
+    narrow = await proxy([entry(a)], argv=("--approach", "proxy", "--allow-approaches", "moa"))
+    status, _, body = await post(http, chat_url(narrow), orjson.dumps({"model": "bon&proxy-gpt-4", "messages": USER}))
+    assert status == 403 and "'bon'" in error_of(body)["message"]
+    status, _, body = await post(http, chat_url(narrow), orjson.dumps({"model": "moa-gpt-4", "messages": USER}))
+    assert status == 200
+    status, _, body = await post(http, chat_url(narrow), orjson.dumps({"model": "proxy-gpt-4", "messages": USER}))
+    assert status == 200  # the server's own default is always fine, named or not
+    async with http.get(f"{narrow.url}/health") as resp:
+        assert (await resp.json())["allowed_approaches"] == ["moa", "proxy"]
+
+    wide = await proxy([entry(a)], argv=("--approach", "proxy", "--base-url", direct.base_url,
+                                         "--allow-approaches", "proxy,none"))
+    async with wide.client() as client:
+        reply = await client.chat.completions.create(model="none-gpt-4", messages=USER)
+    assert reply.system_fingerprint == "fake-direct"
+    assert len(direct.chat_requests()) == 1
+
+    # any other default approach: every approach, as before
+    plain = await proxy([entry(a)], argv=("--base-url", direct.base_url))
+    async with plain.client() as client:
+        await client.chat.completions.create(model="none-gpt-4", messages=USER)
+        await client.chat.completions.create(model="proxy-gpt-4", messages=USER)
+    assert len(direct.chat_requests()) == 2
+
+
+async def test_an_unknown_allowed_approach_is_a_startup_error(isolated_env) -> None:
+    with pytest.raises(StartupError) as caught:
+        async with run_host("--approach", "proxy", "--allow-approaches", "proxy,mao"):
+            pass
+    message = str(caught.value)
+    assert "'mao'" in message and "--allow-approaches" in message and "did you mean 'moa'" in message
