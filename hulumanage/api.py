@@ -206,11 +206,12 @@ async def list_models(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """``GET /health``: the host, its approaches, and whatever plugins report."""
     approaches = request.app[APPROACHES]
+    allowed: frozenset[str] = request.app[ALLOWED]
     body: dict[str, Any] = {
         "status": "ok",
         "approaches": sorted(approaches),
         "default_approach": request.app[OPTIONS].approach,
-        "allowed_approaches": sorted(request.app[ALLOWED]),
+        "allowed_approaches": sorted(allowed),
     }
     for part in await settle(request.app[PLUGIN_MANAGER].hook.health(app=request.app)):
         if part:
