@@ -11,7 +11,7 @@ from aiohttp import web
 
 from hulumanage.appkeys import ALLOWED, APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.call import Call
-from hulumanage.compose import layer_client
+from hulumanage.compose import Fanout, declared_fanout, fanout_error, layer_client
 from hulumanage.errors import ApiError, error_payload
 from hulumanage.plugins import settle
 from hulumanage.results import completion_body, is_stream, sse_writes
@@ -121,7 +121,9 @@ async def chat_reply(app: web.Application, raw: bytes, authorization: str) -> tu
         for name in app[PARAMS].intersection(data):
             extra[name] = data.pop(name)
         api_key = bearer(authorization)
-        base = app[OPTIONS].approach
+        options = app[OPTIONS]
+        limit = options.max_fanout
+        base = options.approach
         if base in chain or not getattr(approaches.get(base), "terminal", False):
             base = "none"
         call = Call(
@@ -129,13 +131,17 @@ async def chat_reply(app: web.Application, raw: bytes, authorization: str) -> tu
             extra=extra,
             stream=data.get("stream") is True,
             client=layer_client(
-                chain[1:], approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=chain
+                chain[1:], approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=chain,
+                fanout=Fanout(limit),
             ),
             app=app,
             approaches=approaches,
             api_key=api_key,
             chain=chain,
         )
+        worst, how = declared_fanout(chain, approaches, call)
+        if worst > limit:
+            raise fanout_error(limit, f"this request could make {worst} upstream calls ({how})")
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("request model=%s approach=%s stream=%s", data.get("model"), "&".join(chain), call.stream)
         result = await approaches[chain[0]].run(call)

@@ -78,8 +78,8 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
         import openai  # noqa: F401
     if options.approach not in approaches:
         raise StartupError(f"unknown --approach {options.approach!r}; known approaches: {', '.join(sorted(approaches))}")
-    allowed = allowed_approaches(getattr(options, "allow_approaches", None), options.approach, approaches)
-    if getattr(options, "max_fanout", 32) < 1:
+    allowed = allowed_approaches(options.allow_approaches, options.approach, approaches)
+    if options.max_fanout < 1:
         raise StartupError(f"--max-fanout must be at least 1, got {options.max_fanout}")
     app = web.Application(client_max_size=MAX_BODY)
     app[OPTIONS] = options

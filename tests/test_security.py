@@ -13,8 +13,9 @@ import openai
 import orjson
 import pytest
 from conftest import USER, entry
-from harness import Host, run_host
+from harness import Host, run_host, write_config
 
+from hulumanage import hookimpl
 from hulumanage.app import StartupError
 from hulumanage.validate import MAX_DEPTH
 
@@ -143,3 +144,68 @@ async def test_an_unknown_allowed_approach_is_a_startup_error(isolated_env) -> N
             pass
     message = str(caught.value)
     assert "'mao'" in message and "--allow-approaches" in message and "did you mean 'moa'" in message
+
+
+# -- 2. fan-out is bounded ----------------------------------------------------------------
+
+
+@FRONT_ENDS
+async def test_bon_with_a_huge_n_is_a_400_before_any_upstream_call(fakes, proxy, http, front) -> None:
+    (a,) = await fakes("a")
+    host = await proxy([entry(a)], argv=("--approach", "proxy", *front))
+    for model, fields in (("bon-gpt-4", {"n": 2000}), ("bon&moa-gpt-4", {"bon_n": 4, "moa_proposals": 4})):
+        status, _, body = await post(http, chat_url(host), orjson.dumps({"model": model, "messages": USER, **fields}))
+        assert status == 400, model
+        error = error_of(body)
+        assert error["code"] == "fanout_exceeded" and "32" in error["message"] and "--max-fanout" in error["message"]
+    async with host.client() as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="bon-gpt-4", messages=USER, n=2000, stream=True)
+        assert caught.value.body["code"] == "fanout_exceeded"
+        reply = await client.chat.completions.create(model="gpt-4", messages=USER, n=50)  # plain proxy: one call
+    assert len(reply.choices) == 50
+    assert len(a.chat_requests()) == 1
+
+
+async def test_max_fanout_is_a_flag(fakes, proxy, http) -> None:
+    (a,) = await fakes("a")
+    host = await proxy([entry(a)], argv=("--approach", "proxy", "--max-fanout", "5"))
+    async with host.client() as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="bon-gpt-4", messages=USER)  # 3 samples + 3 ratings
+        assert "at most 5" in caught.value.body["message"]
+        assert (await client.chat.completions.create(model="moa-gpt-4", messages=USER,
+                                                     extra_body={"moa_proposals": 3})).choices  # 3 + 2
+    assert a.chat_requests()
+
+
+class Looper:
+    """A third-party approach that declares no fan-out and calls its client until refused."""
+
+    slug = "looper"
+    description = "calls its client forever"
+    params: dict[str, str] = {}  # noqa: RUF012 - a test double
+    terminal = False
+
+    async def run(self, call: Any) -> Any:
+        while True:
+            await call.client.chat.completions.create(model=call.request["model"], messages=call.request["messages"])
+
+
+class LooperPlugin:
+    @hookimpl
+    def register_approaches(self, register: Any) -> None:
+        register(Looper())
+
+
+@FRONT_ENDS
+async def test_an_approach_that_loops_on_its_client_is_stopped_at_the_cap(fakes, tmp_path, isolated_env, http, front) -> None:
+    (a,) = await fakes("a")
+    config = write_config(tmp_path / "p.yaml", [entry(a)])
+    async with run_host("--approach", "proxy", "--proxy-config", str(config), "--max-fanout", "7", *front,
+                        plugins=[LooperPlugin()]) as host:
+        status, _, body = await post(http, chat_url(host), orjson.dumps({"model": "looper-gpt-4", "messages": USER}))
+    assert status == 400
+    error = error_of(body)
+    assert error["code"] == "fanout_exceeded" and "7" in error["message"]
+    assert len(a.chat_requests()) == 7
