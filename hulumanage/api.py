@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
 
-from hulumanage.appkeys import ALLOWED, APPROACHES, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.appkeys import ALLOWED, APPROACHES, GUARD, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.call import Call
 from hulumanage.compose import Fanout, declared_fanout, fanout_error, layer_client
 from hulumanage.errors import ApiError, error_payload
+from hulumanage.guard import content_type_refusal
 from hulumanage.plugins import settle
 from hulumanage.results import completion_body, is_stream, sse_writes
 from hulumanage.validate import check_depth, validate_request
@@ -92,21 +95,47 @@ def bearer(authorization: str) -> str | None:
 
 
 class Streamed(NamedTuple):
-    """A streaming answer: its first chunk (already produced) and the iterator of the rest."""
+    """A streaming answer: its first chunk (already produced), the iterator of the rest, and
+    headers beyond the SSE ones (CORS)."""
 
     first: Any
     rest: Any
+    headers: dict[str, str]
 
 
-async def chat_reply(app: web.Application, raw: bytes, authorization: str) -> tuple[int, bytes, dict[str, str]] | Streamed:
+async def chat_reply(
+    app: web.Application, raw: bytes, authorization: str, content_type: str | None = None, origin: str | None = None
+) -> tuple[int, bytes, dict[str, str]] | Streamed:
     """A chat completion request body in, an answer out: (status, JSON body, headers) or a stream.
 
-    Everything between the request's bytes and the response's: parse once, validate, pick
-    the approach, run it. Shared by the aiohttp route and the fast path (``fastpath.py``),
-    so both answer alike. Every failure becomes an OpenAI-shaped error answer.
+    Everything between the request's bytes and the response's: the cross-site checks
+    (``guard.py``: ``origin``, then ``content_type`` of a non-empty body), parse once,
+    validate, pick the approach, run it. Shared by the aiohttp route and the fast path
+    (``fastpath.py``), so both answer alike. Every failure becomes an OpenAI-shaped error answer.
     """
     approaches = app[APPROACHES]
+    guard = app[GUARD]
+    refusal = guard.origin_refusal(origin)
+    if refusal is not None:
+        return error_reply(refusal)
+    if origin is None:
+        return await _chat_reply(app, approaches, raw, authorization, content_type)
+    cors = guard.cors_headers(origin)
+    reply = await _chat_reply(app, approaches, raw, authorization, content_type)
+    if isinstance(reply, Streamed):
+        return reply._replace(headers=cors)
+    status, body, headers = reply
+    return status, body, {**headers, **cors}
+
+
+async def _chat_reply(
+    app: web.Application, approaches: dict[str, Any], raw: bytes, authorization: str, content_type: str | None
+) -> tuple[int, bytes, dict[str, str]] | Streamed:
     try:
+        if raw:
+            refusal = content_type_refusal(content_type)
+            if refusal is not None:
+                raise refusal
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -152,7 +181,7 @@ async def chat_reply(app: web.Application, raw: bytes, authorization: str) -> tu
             first = await anext(iterator)
         except StopAsyncIteration:
             raise ApiError(502, "the approach produced an empty stream", "server_error", "empty_stream") from None
-        return Streamed(first, iterator)
+        return Streamed(first, iterator, {})
     except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
         return error_reply(exc)
 
@@ -171,9 +200,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
     except web.HTTPException as exc:  # a body over the size limit
         return error_response(exc)
-    reply = await chat_reply(request.app, raw, request.headers.get("Authorization", ""))
+    head = request.headers
+    reply = await chat_reply(request.app, raw, head.get("Authorization", ""), head.get("Content-Type"), head.get("Origin"))
     if isinstance(reply, Streamed):
-        return await _stream(request, reply.first, reply.rest)
+        return await _stream(request, reply)
     status, body, headers = reply
     return web.Response(status=status, body=body, headers=headers)
 
@@ -185,9 +215,10 @@ async def close_stream(iterator: Any) -> None:
         await aclose()
 
 
-async def _stream(request: web.Request, first: Any, iterator: Any) -> web.StreamResponse:
+async def _stream(request: web.Request, reply: Streamed) -> web.StreamResponse:
     """Relay an SSE stream; close the approach's iterator whatever happens."""
-    response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    first, iterator = reply.first, reply.rest
+    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **reply.headers})
     try:
         await response.prepare(request)
         async with contextlib.aclosing(sse_writes(first, iterator)) as writes:
@@ -198,6 +229,41 @@ async def _stream(request: web.Request, first: Any, iterator: Any) -> web.Stream
     finally:
         await close_stream(iterator)
     return response
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def cross_site_checked(handler: Handler) -> Handler:
+    """``handler`` behind the origin check, its answers with CORS headers for allowed origins."""
+
+    @functools.wraps(handler)
+    async def checked(request: web.Request) -> web.StreamResponse:
+        guard = request.app[GUARD]
+        origin = request.headers.get("Origin")
+        refusal = guard.origin_refusal(origin)
+        if refusal is not None:
+            return error_response(refusal)
+        response = await handler(request)
+        if origin is not None and not response.prepared:
+            response.headers.update(guard.cors_headers(origin))
+        return response
+
+    return checked
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """``OPTIONS`` on any path: a CORS preflight is answered for allowed origins, refused for others."""
+    guard = request.app[GUARD]
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return web.Response(status=204, headers={"Allow": "GET, POST, OPTIONS"})
+    refusal = guard.origin_refusal(origin)
+    if refusal is not None:
+        return error_response(refusal)
+    return web.Response(
+        status=204, headers=guard.preflight_headers(origin, request.headers.get("Access-Control-Request-Headers"))
+    )
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -226,5 +292,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def not_found(request: web.Request) -> web.Response:
-    """OpenAI-shaped 404 for unknown paths under /v1."""
+    """OpenAI-shaped 404 for unknown paths under /v1 (``OPTIONS`` there: a CORS preflight)."""
+    if request.method == "OPTIONS":
+        return await preflight(request)
     return error_response(ApiError(404, f"no route for {request.method} {request.path}", code="not_found"))

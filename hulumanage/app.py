@@ -13,7 +13,8 @@ import pluggy
 from aiohttp import web
 
 from hulumanage import admin, api
-from hulumanage.appkeys import ALLOWED, APPROACHES, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.appkeys import ALLOWED, APPROACHES, GUARD, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.guard import Guard
 from hulumanage.plugins import collect_approaches, get_plugin_manager
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
     app = web.Application(client_max_size=MAX_BODY)
     app[OPTIONS] = options
     app[ALLOWED] = allowed
+    app[GUARD] = Guard(options.cors_origins, options.allowed_hosts, options.host)
     app[PLUGIN_MANAGER] = pm
     app[APPROACHES] = approaches
     app[PARAMS] = frozenset(p for a in approaches.values() for p in getattr(a, "params", {}) or {})
@@ -93,10 +95,11 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
             app.cleanup_ctx.append(_plugin_lifespan(generator))
     app.router.add_post("/v1/chat/completions", api.chat_completions)
     app.router.add_post("/chat/completions", api.chat_completions)
-    app.router.add_get("/v1/models", api.list_models)
-    app.router.add_get("/models", api.list_models)
-    app.router.add_get("/health", api.health)
-    app.router.add_post("/admin/reload", admin.reload)
+    app.router.add_get("/v1/models", api.cross_site_checked(api.list_models))
+    app.router.add_get("/models", api.cross_site_checked(api.list_models))
+    app.router.add_get("/health", api.cross_site_checked(api.health))
+    app.router.add_post("/admin/reload", api.cross_site_checked(admin.reload))  # + Host, token: admin.refusal
     pm.hook.register_routes(app=app, options=options)
-    app.router.add_route("*", "/v1/{tail:.*}", api.not_found)
+    app.router.add_route("OPTIONS", "/{tail:.*}", api.preflight)
+    app.router.add_route("*", "/v1/{tail:.*}", api.cross_site_checked(api.not_found))
     return app

@@ -209,3 +209,94 @@ async def test_an_approach_that_loops_on_its_client_is_stopped_at_the_cap(fakes,
     error = error_of(body)
     assert error["code"] == "fanout_exceeded" and "7" in error["message"]
     assert len(a.chat_requests()) == 7
+
+
+# -- 5. cross-site requests ---------------------------------------------------------------
+
+CHAT = orjson.dumps({"model": "gpt-4", "messages": USER})
+
+
+@FRONT_ENDS
+async def test_bodies_that_are_not_json_are_a_415_and_nothing_goes_upstream(fakes, proxy, http, front) -> None:
+    (a,) = await fakes("a")
+    host = await proxy([entry(a)], argv=("--approach", "proxy", *front))
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        status, _, body = await post(http, chat_url(host), CHAT, {"Content-Type": content_type})
+        assert status == 415, content_type
+        error = error_of(body)
+        assert error["code"] == "unsupported_media_type" and "application/json" in error["message"]
+    assert a.chat_requests() == []
+    status, _, _ = await post(http, chat_url(host), CHAT, {"Content-Type": "Application/JSON; charset=utf-8"})
+    assert status == 200
+    assert len(a.chat_requests()) == 1
+
+
+@FRONT_ENDS
+async def test_a_cross_origin_request_is_a_403_before_anything_else(fakes, proxy, http, front) -> None:
+    (a,) = await fakes("a")
+    host = await proxy([entry(a)], argv=("--approach", "proxy", *front))
+    for content_type in ("application/json", "text/plain"):  # the origin is checked before the content type
+        status, headers, body = await post(
+            http, chat_url(host), CHAT, {"Content-Type": content_type, "Origin": "https://evil.example"}
+        )
+        assert status == 403
+        assert error_of(body)["code"] == "origin_not_allowed"
+        assert "Access-Control-Allow-Origin" not in headers
+    async with http.get(f"{host.url}/v1/models", headers={"Origin": "https://evil.example"}) as resp:
+        assert resp.status == 403
+    async with http.options(chat_url(host), headers={"Origin": "https://evil.example",
+                                                     "Access-Control-Request-Method": "POST"}) as resp:
+        assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
+    assert a.requests == []
+    async with host.client() as client:  # no Origin (SDKs, curl): unaffected
+        assert (await client.chat.completions.create(model="gpt-4", messages=USER)).choices
+
+
+@FRONT_ENDS
+async def test_cors_origins_allow_a_browser_page(fakes, proxy, http, front) -> None:
+    (a,) = await fakes("a")
+    app_origin = "https://app.example.com"
+    host = await proxy([entry(a)], argv=("--approach", "proxy", "--cors-origins", f"{app_origin},http://localhost:3000",
+                                         *front))
+    for url in (chat_url(host), f"{host.url}/chat/completions", f"{host.url}/health", f"{host.url}/v1/models"):
+        async with http.options(url, headers={
+            "Origin": app_origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        }) as resp:
+            assert resp.status in (200, 204), url
+            assert resp.headers["Access-Control-Allow-Origin"] == app_origin
+            assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+            assert "content-type" in resp.headers["Access-Control-Allow-Headers"].lower()
+    status, headers, body = await post(http, chat_url(host), CHAT, {**JSON, "Origin": app_origin})
+    assert status == 200 and body["choices"]
+    assert headers["Access-Control-Allow-Origin"] == app_origin
+    streamed = orjson.dumps({"model": "gpt-4", "messages": USER, "stream": True})
+    async with http.post(chat_url(host), data=streamed, headers={**JSON, "Origin": app_origin}) as resp:
+        assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == app_origin
+        assert (await resp.read()).rstrip().endswith(b"data: [DONE]")
+    status, headers, body = await post(http, chat_url(host), b"{}", {**JSON, "Origin": app_origin})
+    assert status == 400 and headers["Access-Control-Allow-Origin"] == app_origin  # errors are readable too
+    async with http.get(f"{host.url}/health", headers={"Origin": app_origin}) as resp:
+        assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == app_origin
+    status, _, _ = await post(http, chat_url(host), CHAT, {**JSON, "Origin": "https://other.example"})
+    assert status == 403
+
+
+async def test_admin_requests_must_name_this_server_in_host(fakes, proxy, http) -> None:
+    (a,) = await fakes("a")
+    host = await proxy([entry(a)])
+    reload_url = f"{host.url}/admin/reload"
+    async with http.post(reload_url, headers={"Host": "evil.example"}) as resp:
+        assert resp.status == 421
+        assert error_of(await resp.json())["code"] == "misdirected_request"
+    async with http.post(reload_url, headers={"Host": "evil.example:80", "Origin": "https://evil.example"}) as resp:
+        assert resp.status == 403  # Origin first
+    for name in (f"localhost:{host.port}", f"127.0.0.1:{host.port}", "[::1]", "LOCALHOST"):
+        async with http.post(reload_url, headers={"Host": name}) as resp:
+            assert resp.status == 200, name
+            assert (await resp.json())["reloaded"]
+    async with http.post(reload_url, data=b"x=1", headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
+        assert resp.status == 415  # after Host and the loopback check, a body must be JSON
+    wider = await proxy([entry(a)], argv=("--approach", "proxy", "--allowed-hosts", "gateway.internal"))
+    async with http.post(f"{wider.url}/admin/reload", headers={"Host": "gateway.internal:8000"}) as resp:
+        assert resp.status == 200
