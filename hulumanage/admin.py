@@ -13,7 +13,9 @@ from typing import Any, cast
 import orjson
 from aiohttp import web
 
-from hulumanage.appkeys import PLUGIN_MANAGER
+from hulumanage.appkeys import GUARD, PLUGIN_MANAGER
+from hulumanage.errors import error_payload
+from hulumanage.guard import content_type_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +73,32 @@ def _json(status: int, body: object) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-async def reload(request: web.Request) -> web.Response:
-    """``POST /admin/reload``: every plugin reloads its configuration, or nothing changes."""
+def refusal(request: web.Request) -> web.Response | None:
+    """The checks of every admin request, in order: Origin and Host (``guard.py``), then the
+    admin token or a loopback peer, then a JSON content type if it carries a body."""
+    guard = request.app[GUARD]
+    origin = request.headers.get("Origin")
+    refused = guard.origin_refusal(origin) or guard.host_refusal(request.headers.get("Host"))
+    if refused is not None:
+        status, payload, _headers = error_payload(refused)
+        return _json(status, payload)
     if not _allowed(request):
         return _json(403, {"error": {"message": "admin calls are allowed from loopback only, or with "
                                                 "HULUMANAGE_ADMIN_TOKEN as bearer token", "type": "permission_error",
                                      "code": "forbidden"}})
+    if request.body_exists:
+        refused = content_type_refusal(request.headers.get("Content-Type"))
+        if refused is not None:
+            status, payload, _headers = error_payload(refused)
+            return _json(status, payload)
+    return None
+
+
+async def reload(request: web.Request) -> web.Response:
+    """``POST /admin/reload``: every plugin reloads its configuration, or nothing changes."""
+    refused = refusal(request)
+    if refused is not None:
+        return refused
     try:
         results = await reload_plugins(request.app)
     except Exception as exc:  # noqa: BLE001 - a rejected reload keeps the old configuration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,7 +13,8 @@ import pluggy
 from aiohttp import web
 
 from hulumanage import admin, api
-from hulumanage.appkeys import APPROACHES, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.appkeys import ALLOWED, APPROACHES, GUARD, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.guard import Guard
 from hulumanage.plugins import collect_approaches, get_plugin_manager
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,26 @@ def _plugin_lifespan(generator: Any) -> Any:
     return ctx
 
 
+def allowed_approaches(option: str | None, default: str, approaches: dict[str, Any]) -> frozenset[str]:
+    """The approaches clients may select (``--allow-approaches``), the server's default always among them.
+
+    Unset: every approach but ``none`` when the default is ``proxy`` (a client naming ``none``
+    would reach ``--base-url`` with the server's own key, around the pool's routing, limits and
+    queue), else every approach. An unknown name is a StartupError with a did-you-mean.
+    """
+    if option is None:
+        names = {slug for slug in approaches if not (default == "proxy" and slug == "none")}
+    else:
+        names = {name.strip() for name in option.split(",") if name.strip()}
+        for name in sorted(names):
+            if name not in approaches:
+                close = difflib.get_close_matches(name, list(approaches), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise StartupError(f"unknown approach {name!r} in --allow-approaches{hint}; "
+                                   f"known approaches: {', '.join(sorted(approaches))}")
+    return frozenset(names | {default})
+
+
 def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None) -> web.Application:
     """Build the host app: approaches from plugins, routes, plugin lifespans."""
     pm = pm or get_plugin_manager()
@@ -57,8 +79,13 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
         import openai  # noqa: F401
     if options.approach not in approaches:
         raise StartupError(f"unknown --approach {options.approach!r}; known approaches: {', '.join(sorted(approaches))}")
+    allowed = allowed_approaches(options.allow_approaches, options.approach, approaches)
+    if options.max_fanout < 1:
+        raise StartupError(f"--max-fanout must be at least 1, got {options.max_fanout}")
     app = web.Application(client_max_size=MAX_BODY)
     app[OPTIONS] = options
+    app[ALLOWED] = allowed
+    app[GUARD] = Guard(options.cors_origins, options.allowed_hosts, options.host)
     app[PLUGIN_MANAGER] = pm
     app[APPROACHES] = approaches
     app[PARAMS] = frozenset(p for a in approaches.values() for p in getattr(a, "params", {}) or {})
@@ -68,10 +95,11 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
             app.cleanup_ctx.append(_plugin_lifespan(generator))
     app.router.add_post("/v1/chat/completions", api.chat_completions)
     app.router.add_post("/chat/completions", api.chat_completions)
-    app.router.add_get("/v1/models", api.list_models)
-    app.router.add_get("/models", api.list_models)
-    app.router.add_get("/health", api.health)
-    app.router.add_post("/admin/reload", admin.reload)
+    app.router.add_get("/v1/models", api.cross_site_checked(api.list_models))
+    app.router.add_get("/models", api.cross_site_checked(api.list_models))
+    app.router.add_get("/health", api.cross_site_checked(api.health))
+    app.router.add_post("/admin/reload", api.cross_site_checked(admin.reload))  # + Host, token: admin.refusal
     pm.hook.register_routes(app=app, options=options)
-    app.router.add_route("*", "/v1/{tail:.*}", api.not_found)
+    app.router.add_route("OPTIONS", "/{tail:.*}", api.preflight)
+    app.router.add_route("*", "/v1/{tail:.*}", api.cross_site_checked(api.not_found))
     return app

@@ -12,11 +12,15 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
+from hulumanage.guard import Guard
+
 OPTIONS = web.AppKey("hulumanage_options", argparse.Namespace)
 PLUGIN_MANAGER = web.AppKey("hulumanage_plugin_manager", pluggy.PluginManager)
 APPROACHES: web.AppKey[dict[str, Any]] = web.AppKey("hulumanage_approaches")
 HTTP = web.AppKey("hulumanage_http", aiohttp.ClientSession)
 PARAMS: web.AppKey[frozenset[str]] = web.AppKey("hulumanage_params")
+ALLOWED: web.AppKey[frozenset[str]] = web.AppKey("hulumanage_allowed_approaches")
+GUARD = web.AppKey("hulumanage_guard", Guard)
 STATS: web.AppKey[dict[str, Any]] = web.AppKey("hulumanage_stats")
 
-__all__ = ["APPROACHES", "HTTP", "OPTIONS", "PARAMS", "PLUGIN_MANAGER", "STATS"]
+__all__ = ["ALLOWED", "APPROACHES", "GUARD", "HTTP", "OPTIONS", "PARAMS", "PLUGIN_MANAGER", "STATS"]

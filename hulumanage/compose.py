@@ -13,11 +13,59 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hulumanage.call import Call
+from hulumanage.errors import ApiError
 
 if TYPE_CHECKING:
     import openai
 
 logger = logging.getLogger(__name__)
+
+
+def fanout_error(limit: int, detail: str) -> ApiError:
+    """The 400 of a request over ``--max-fanout`` (the same before the run and during it)."""
+    return ApiError(
+        400,
+        f"{detail}; this server allows at most {limit} upstream calls per request (--max-fanout); "
+        f"ask for fewer samples (n, bon_n, moa_proposals) or fewer layers",
+        code="fanout_exceeded",
+    )
+
+
+def declared_fanout(chain: tuple[str, ...], approaches: Mapping[str, Any], call: Call) -> tuple[int, str]:
+    """The worst number of upstream calls the layers of ``chain`` declare for ``call``, and how.
+
+    Each layer's calls run the next one, so the declared counts multiply. A layer without
+    the optional ``fanout(call) -> int`` counts as 1 here; the runtime count (``Fanout``)
+    bounds it.
+    """
+    total, parts = 1, []
+    for slug in chain:
+        declare = getattr(approaches[slug], "fanout", None)
+        if declare is not None:
+            count = int(declare(call))
+            total *= max(count, 1)
+            parts.append(f"{slug}: {count}")
+    return total, ", ".join(parts)
+
+
+class Fanout:
+    """The upstream calls one client request has caused through composed layers, capped.
+
+    Counted where a layer's client runs a terminal approach (one that calls upstream):
+    past ``limit`` the call is refused with the same 400 as the declared check.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self) -> None:
+        """Count one upstream call; a 400 past the limit."""
+        self.used += 1
+        if self.used > self.limit:
+            raise fanout_error(self.limit, f"this request tried to make more than {self.limit} upstream calls")
 
 
 class LazyClient:
@@ -47,18 +95,25 @@ def layer_client(
     extra: dict[str, Any],
     api_key: str | None,
     full_chain: tuple[str, ...],
+    fanout: Fanout,
 ) -> LazyClient:
-    """A client whose calls run ``chain[0]`` (with deeper layers below it), or ``base`` when empty."""
+    """A client whose calls run ``chain[0]`` (with deeper layers below it), or ``base`` when empty.
+
+    Every call that runs a terminal approach counts against ``fanout`` (one per client request).
+    """
     slug, rest = (chain[0], chain[1:]) if chain else (base, ())
 
     def make_call(body: dict[str, Any]) -> tuple[Any, Call]:
         approach = approaches[slug]
+        if getattr(approach, "terminal", False):
+            fanout.take()
         call = Call(
             request=body,
             extra=extra,
             stream=body.get("stream") is True,
             client=layer_client(
-                rest, approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=full_chain
+                rest, approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=full_chain,
+                fanout=fanout,
             ),
             app=app,
             approaches=approaches,

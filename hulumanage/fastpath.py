@@ -48,7 +48,7 @@ from aiohttp import web
 from hulumanage import api
 from hulumanage.aiohttp_compat import hand_over
 from hulumanage.app import MAX_BODY
-from hulumanage.fastwire import CONTINUE, HOT_URLS, SSE_HEAD, date, is_hot_route, json_head
+from hulumanage.fastwire import CONTINUE, HOT_URLS, SSE_HEAD, date, header_lines, is_hot_route, json_head
 from hulumanage.results import sse_writes
 
 if TYPE_CHECKING:
@@ -66,12 +66,14 @@ PAUSE_AT = 4                  # pipelined requests waiting before reading pauses
 class _Request:
     """One parsed request on the fast path."""
 
-    __slots__ = ("authorization", "body", "head_done", "keep_alive", "path", "refused", "size")
+    __slots__ = ("authorization", "body", "content_type", "head_done", "keep_alive", "origin", "path", "refused", "size")
 
     def __init__(self) -> None:
         self.path = b""
         self.head_done = False
         self.authorization = ""
+        self.content_type: str | None = None  # for the cross-site checks of api.chat_reply
+        self.origin: str | None = None
         self.body: list[bytes] = []
         self.size = 0
         self.keep_alive = True
@@ -189,6 +191,10 @@ class FastConnection(asyncio.Protocol):
         assert current is not None
         if lower == b"authorization":
             current.authorization = value.decode("latin-1")
+        elif lower == b"content-type":
+            current.content_type = value.decode("latin-1")
+        elif lower == b"origin":
+            current.origin = value.decode("latin-1")
         elif lower == b"content-length":
             if value.strip().isdigit() and int(value) > MAX_BODY:
                 self._too_large()
@@ -263,7 +269,7 @@ class FastConnection(asyncio.Protocol):
 
     async def _serve(self, request: _Request) -> None:
         raw = b"".join(request.body) if len(request.body) != 1 else request.body[0]
-        reply = await api.chat_reply(self.app, raw, request.authorization)
+        reply = await api.chat_reply(self.app, raw, request.authorization, request.content_type, request.origin)
         if not request.keep_alive:
             self.closing = True
         close = b"Connection: close\r\n" if self.closing else b""
@@ -284,7 +290,7 @@ class FastConnection(asyncio.Protocol):
 
     async def _stream(self, reply: api.Streamed, close: bytes) -> None:
         """Relay the stream: one write per event (``results.sse_writes``), the head with the first."""
-        head = SSE_HEAD + close + date() + b"\r\n"
+        head = SSE_HEAD + header_lines(reply.headers) + close + date() + b"\r\n"
         try:
             async with contextlib.aclosing(sse_writes(reply.first, reply.rest)) as writes:
                 async for part, last in writes:

@@ -39,6 +39,13 @@ class Date:
 date = Date()
 
 
+def header_lines(headers: dict[str, str]) -> bytes:
+    """``headers`` as head lines (empty for none, the common case)."""
+    if not headers:
+        return b""
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
+
+
 def json_head(status: int, headers: dict[str, str], length: int, close: bytes) -> bytes:
     """The response head of a JSON answer."""
     if status == 200 and headers == JSON_HEADERS:

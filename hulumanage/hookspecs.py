@@ -16,6 +16,13 @@ def register_approaches(register: Any) -> None:
     An approach has a ``slug``, a ``description``, ``params`` (extra_body field
     name -> one-line doc), ``terminal`` (it calls upstream itself) and an async
     ``run(call)``. A slug registered twice is a startup error naming both plugins.
+
+    Optional: ``fanout(call) -> int``, the most upstream calls ``run`` can make for
+    ``call`` (e.g. ``bon``: two per sample, a sample call and a rating call). The host
+    multiplies the declared counts of a request's layers and answers a 400
+    (``fanout_exceeded``) before running anything when the product is over
+    ``--max-fanout``; calls of an approach that declares nothing are counted as they
+    happen and refused past the cap with the same error.
     """
 
 

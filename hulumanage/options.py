@@ -30,6 +30,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--approach", default="none", help="default approach for requests that name none (default none)")
     parser.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
                         help="upstream of the 'none' approach (default $OPENAI_BASE_URL, else the OpenAI API)")
+    parser.add_argument("--allow-approaches", metavar="A,B", default=None,
+                        help="approaches clients may select by model prefix or hulumanage_approach (default: every "
+                             "approach but 'none' when --approach is proxy, else every approach); the --approach "
+                             "default is always allowed")
+    parser.add_argument("--max-fanout", type=int, default=32, metavar="N",
+                        help="most upstream calls one client request may cause (bon samples and ratings, moa "
+                             "proposals, composed layers); a request over it is a 400 (default 32)")
+    parser.add_argument("--cors-origins", metavar="ORIGINS", default=None,
+                        help="comma-separated origins (https://app.example.com) whose browser pages may call this "
+                             "server, answered with CORS headers; requests from any other Origin are refused "
+                             "(default: none; '*' allows every origin)")
+    parser.add_argument("--allowed-hosts", metavar="NAMES", default=None,
+                        help="comma-separated Host names admin requests may use besides loopback names and the "
+                             "listening address (default: none)")
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                         help="on SIGTERM, how long requests in flight may take to finish (default 30)")
     parser.add_argument("--no-fast-path", dest="fast_path", action="store_false",

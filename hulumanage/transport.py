@@ -52,8 +52,9 @@ class ApproachTransport(httpx2.AsyncBaseTransport):
         body = orjson.loads(await request.aread())
         for field in HOST_FIELDS:
             body.pop(field, None)
-        approach, call = self._make_call(body)
+        approach: Any = None
         try:
+            approach, call = self._make_call(body)  # may refuse: over --max-fanout
             result = await approach.run(call)
             if is_stream(result):
                 iterator = aiter(result)

@@ -68,6 +68,12 @@ class BestOfN:
     }
     terminal = False
 
+    def fanout(self, call: Call) -> int:
+        """The most upstream calls ``run`` makes: a sample call per sample (when the upstream
+        ignores ``n``), plus one rating call per sample; the client's ``n`` raises the samples."""
+        count = max(int_param(call.extra, "bon_n", DEFAULT_SAMPLES, 1, MAX_SAMPLES), client_n(call.request))
+        return 2 * count
+
     async def run(self, call: Call) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         """Sample, rate and answer with the top ``n`` samples (streamed when asked)."""
         count = int_param(call.extra, "bon_n", DEFAULT_SAMPLES, 1, MAX_SAMPLES)

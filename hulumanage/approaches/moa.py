@@ -61,6 +61,11 @@ class MixtureOfAgents:
     }
     terminal = False
 
+    def fanout(self, call: Call) -> int:
+        """The most upstream calls ``run`` makes: a call per proposal (when the upstream ignores
+        ``n``), the critique, the final answer (the client's ``n`` rides on that one call)."""
+        return int_param(call.extra, "moa_proposals", DEFAULT_PROPOSALS, 1, MAX_PROPOSALS) + 2
+
     async def run(self, call: Call) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         """Answer ``call`` in three steps; the final step honours ``n``, sampling and ``stream``."""
         count = int_param(call.extra, "moa_proposals", DEFAULT_PROPOSALS, 1, MAX_PROPOSALS)

@@ -206,7 +206,7 @@ async def test_expect_100_continue(served) -> None:
 
 async def test_chunked_request_body(served) -> None:
     host, _a = served
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     halves = (BODY[:10], BODY[10:])
     chunked = b"".join(b"%x\r\n%b\r\n" % (len(h), h) for h in halves) + b"0\r\n\r\n"
     async with wire(host.port) as w:

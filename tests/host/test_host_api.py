@@ -170,7 +170,7 @@ async def test_default_home_config_is_found(isolated_env, fakes, http) -> None:
     assert reply.system_fingerprint == "fake-a"
 
 
-async def test_a_form_body_is_a_json_400(fakes, proxy, http) -> None:
+async def test_a_form_body_is_a_json_415(fakes, proxy, http) -> None:
     (a,) = await fakes("a")
     host = await proxy([entry(a)])
     async with http.post(
@@ -178,6 +178,6 @@ async def test_a_form_body_is_a_json_400(fakes, proxy, http) -> None:
         data="model=gpt-4",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     ) as resp:
-        assert resp.status == 400
-        assert_openai_error(await resp.json())
+        assert resp.status == 415
+        assert assert_openai_error(await resp.json())["code"] == "unsupported_media_type"
     assert a.requests == []

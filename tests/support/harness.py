@@ -57,9 +57,13 @@ class Host:
 
 
 @contextlib.asynccontextmanager
-async def run_host(*argv: str, environ: Mapping[str, str] | None = None, middlewares: Sequence[Any] = ()) -> AsyncIterator[Host]:
-    """Start the host with CLI flags ``argv`` on a free port; stop it afterwards."""
+async def run_host(
+    *argv: str, environ: Mapping[str, str] | None = None, middlewares: Sequence[Any] = (), plugins: Sequence[object] = ()
+) -> AsyncIterator[Host]:
+    """Start the host with CLI flags ``argv`` on a free port; stop it afterwards (``plugins``: registered too)."""
     pm = get_plugin_manager(environ)
+    for plugin in plugins:
+        pm.register(plugin)
     options = parse_args(list(argv), pm)
     app = make_app(options, pm)
     app.middlewares.extend(middlewares)
