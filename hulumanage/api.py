@@ -155,18 +155,21 @@ async def _chat_reply(
         base = options.approach
         if base in chain or not getattr(approaches.get(base), "terminal", False):
             base = "none"
+        fanout = Fanout(limit)
         call = Call(
             request=data,
             extra=extra,
             stream=data.get("stream") is True,
             client=layer_client(
                 chain[1:], approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=chain,
-                fanout=Fanout(limit),
+                fanout=fanout,
             ),
             app=app,
             approaches=approaches,
             api_key=api_key,
             chain=chain,
+            allowed=app[ALLOWED],
+            fanout=fanout,
         )
         worst, how = declared_fanout(chain, approaches, call)
         if worst > limit:

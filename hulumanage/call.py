@@ -32,6 +32,8 @@ class Call:
     approaches: Mapping[str, Any]
     api_key: str | None = None
     chain: tuple[str, ...] = ()
+    allowed: frozenset[str] | None = None   # approaches the client may select (None: any)
+    fanout: Any = None                      # the request's upstream-call counter: ``take()`` per call, 400 past the cap
 
     def replace(self, **changes: Any) -> Call:
         """Return a copy of this call with ``changes`` applied."""

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from hulumanage.appkeys import ALLOWED
 from hulumanage.call import Call
 from hulumanage.errors import ApiError
 
@@ -119,6 +120,8 @@ def layer_client(
             approaches=approaches,
             api_key=api_key,
             chain=full_chain,
+            allowed=app.get(ALLOWED) if app is not None else None,
+            fanout=fanout,
         )
         return approach, call
 

@@ -38,7 +38,7 @@ class ProxyApproach:
 
     async def _wrapped(self, call: Any, runtime: ProxyRuntime, wrap: Any) -> Any:
         """Run the approach named by ``proxy_wrap`` with a client backed by the pool."""
-        from proxy_plugin.wrap import pool_client
+        from proxy_plugin.wrap import FANOUT, pool_client
 
         known = ", ".join(sorted(call.approaches))
         if not isinstance(wrap, str) or not wrap.strip():
@@ -49,6 +49,10 @@ class ProxyApproach:
                               f"'{slug}&proxy-{call.request['model']}'", "invalid_proxy_wrap")
         if slug not in call.approaches:
             raise bad_request(f"unknown approach {slug!r} in proxy_wrap; known approaches: {known}", "unknown_approach")
+        allowed = getattr(call, "allowed", None)
+        if allowed is not None and slug not in allowed:
+            raise ProxyError(403, f"approach {slug!r} in proxy_wrap is not allowed on this server; allowed approaches: "
+                                  f"{', '.join(sorted(allowed))}", "permission_error", "approach_not_allowed")
         if slug == self.slug or slug in call.chain:
             raise bad_request(f"proxy_wrap {slug!r} would run the proxy inside itself (a cycle)", "approach_cycle")
         if getattr(call.approaches[slug], "terminal", False):
@@ -56,4 +60,17 @@ class ProxyApproach:
                               f"pool; wrap one that makes its calls through its client", "invalid_proxy_wrap")
         extra = {k: v for k, v in call.extra.items() if k != "proxy_wrap"}
         inner = call.replace(client=pool_client(runtime, call.approaches), extra=extra, chain=(*call.chain, slug))
+        # every pool call of the wrapped run counts, a stream's later calls too: the variable stays
+        # set in this request's context (the next wrapped request sets its own)
+        FANOUT.set(getattr(call, "fanout", None))
         return await call.approaches[slug].run(inner)
+
+    def fanout(self, call: Any) -> int:
+        """The upstream calls one request can cause: one, or what the ``proxy_wrap`` approach declares."""
+        slug = call.extra.get("proxy_wrap")
+        wrapped = call.approaches.get(slug.strip()) if isinstance(slug, str) else None
+        declare = getattr(wrapped, "fanout", None)
+        if declare is None:
+            return 1
+        inner = call.replace(extra={k: v for k, v in call.extra.items() if k != "proxy_wrap"})
+        return int(declare(inner))

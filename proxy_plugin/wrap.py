@@ -10,6 +10,7 @@ The transport, its body and ``_payload`` are small deliberate copies of the host
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -24,6 +25,11 @@ from proxy_plugin.runtime import ProxyRuntime
 logger = logging.getLogger(__name__)
 
 HOST_FIELDS = frozenset({"hulumanage_approach"})
+
+#: The wrapped request's upstream-call counter (the host's ``call.fanout``, with ``take()``),
+#: set by ``ProxyApproach`` around the wrapped approach's run: the shared pool client has no
+#: per-request state of its own, and a context variable follows the request into its calls.
+FANOUT: contextvars.ContextVar[Any] = contextvars.ContextVar("proxy_wrap_fanout", default=None)
 
 
 class _SSEBody(httpx2.AsyncByteStream):
@@ -68,6 +74,15 @@ class PoolTransport(httpx2.AsyncBaseTransport):
         if request.method != "POST" or not request.url.path.endswith("/chat/completions"):
             return _error(ProxyError(404, f"{request.method} {request.url.path} is not available through the proxy pool",
                                      "invalid_request_error", "not_found"))
+        fanout = FANOUT.get()
+        if fanout is not None:
+            try:
+                fanout.take()  # past the host's cap: its own 400, relayed like any error
+            except Exception as exc:  # noqa: BLE001 - any host's error with a status becomes the SDK's error
+                if not isinstance(getattr(exc, "status_code", None), int):
+                    raise
+                return _error(ProxyError(exc.status_code, str(getattr(exc, "message", exc)), "invalid_request_error",
+                                         getattr(exc, "code", None)))
         body = orjson.loads(await request.aread())
         for name in self._strip.intersection(body):
             del body[name]  # approach parameters never go upstream

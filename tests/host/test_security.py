@@ -12,8 +12,8 @@ import aiohttp
 import openai
 import orjson
 import pytest
-from conftest import USER, entry
-from harness import Host, run_host, write_config
+from support.harness import Host, run_host, write_config
+from support.helpers import USER, entry
 
 from hulumanage import hookimpl
 from hulumanage.app import StartupError
@@ -209,6 +209,25 @@ async def test_an_approach_that_loops_on_its_client_is_stopped_at_the_cap(fakes,
     error = error_of(body)
     assert error["code"] == "fanout_exceeded" and "7" in error["message"]
     assert len(a.chat_requests()) == 7
+
+
+@FRONT_ENDS
+async def test_proxy_wrap_is_bounded_and_allow_listed_like_a_prefix(fakes, tmp_path, isolated_env, http, front) -> None:
+    (a,) = await fakes("a")
+    config = write_config(tmp_path / "p.yaml", [entry(a)])
+    async with run_host("--approach", "proxy", "--proxy-config", str(config), "--max-fanout", "7",
+                        "--allow-approaches", "proxy,bon,looper", *front, plugins=[LooperPlugin()]) as host:
+        url = chat_url(host)
+        wrapped = {"model": "gpt-4", "messages": USER, "hulumanage_approach": "proxy"}
+        status, _, body = await post(http, url, orjson.dumps({**wrapped, "proxy_wrap": "bon", "n": 2000}))
+        assert status == 400 and error_of(body)["code"] == "fanout_exceeded"  # declared: before any call
+        assert a.chat_requests() == []
+        status, _, body = await post(http, url, orjson.dumps({**wrapped, "proxy_wrap": "moa"}))
+        assert status == 403 and error_of(body)["code"] == "approach_not_allowed"  # not in --allow-approaches
+        assert a.chat_requests() == []
+        status, _, body = await post(http, url, orjson.dumps({**wrapped, "proxy_wrap": "looper"}))
+        assert status == 400 and error_of(body)["code"] == "fanout_exceeded"  # counted as it runs
+        assert len(a.chat_requests()) == 7
 
 
 # -- 5. cross-site requests ---------------------------------------------------------------
