@@ -48,7 +48,7 @@ from aiohttp import web
 from hulumanage import api
 from hulumanage.aiohttp_compat import hand_over
 from hulumanage.app import MAX_BODY
-from hulumanage.fastguard import Guarded
+from hulumanage.fastguard import Guarded, error_response
 from hulumanage.fastwire import CONTINUE, HOT_URLS, SSE_HEAD, date, is_hot_route, json_head
 from hulumanage.results import sse_writes
 
@@ -106,7 +106,6 @@ class FastConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self.site.admit():  # past --max-connections: closed at once, without a byte
-            self.closing = True
             transport.close()
             return
         self.admitted = True
@@ -350,43 +349,30 @@ class FastConnection(asyncio.Protocol):
         raise ValueError("body too large")
 
     def _fail(self, status: int, message: str, code: str = "invalid_request") -> None:
-        """Answer a request that cannot be served with an OpenAI-shaped error, then close.
-
-        Requests read before it are answered first (RFC 9112 9.3.2: in order): reading stops now,
-        the error goes out after their answers.
-        """
+        """Answer a request that cannot be served with an OpenAI-shaped error (after the answers
+        to the requests read before it: in order), then close."""
         self.closing = True
         self.current = None
-        if self.failure is None:
-            self.failure = (status, message, code)
-        if self.task is not None or self.ready:  # answers still to go out on this connection first
-            return
-        self._finish()
+        self.failure = self.failure or (status, message, code)
+        if self.task is None and not self.ready:  # else after the answers still to go out
+            self._finish()
 
     def _finish(self) -> None:
         """The connection is closing and its answers are out: the pending error, if any, then close."""
         transport = self.transport
         if self.failure is not None and transport is not None and not transport.is_closing():
-            status, message, code = self.failure
-            _status, body, headers = api.error_reply(api.ApiError(status, message, code=code))
-            transport.write(json_head(status, headers, len(body), b"Connection: close\r\n") + body)
-        self.failure = None
+            transport.write(error_response(*self.failure))
         self._close()
 
     def interrupt(self, answer: bytes, event: bytes) -> None:
-        """The stop's grace is over: the request in flight gets ``answer`` (a whole 503) when nothing
-        of its answer went out, else its open stream ends with the SSE ``event``; then it is cancelled."""
+        """The stop's grace is over: a whole ``answer`` (503), or the SSE ``event`` ending a stream; cancel."""
         self.closing = True
         self.ready.clear()
         transport = self.transport
-        if self.task is None or transport is None or transport.is_closing():
-            return
-        if self.sent == 1:
-            transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(event), event))
-        elif self.sent == 0:
-            transport.write(answer)
-        self.sent = 2
-        self.task.cancel()  # _served closes the connection
+        if self.task is not None and transport is not None and not transport.is_closing():
+            if self.sent < 2:  # a stream's last chunk, or a whole 503
+                transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(event), event) if self.sent else answer)
+            self.task.cancel()  # _served closes the connection
 
     def close_when_idle(self) -> None:
         """Shutdown: close now when idle, else after the request in flight."""
