@@ -11,9 +11,10 @@ cap in ``pyproject.toml`` is the coarse guard, that test the fine one).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web, web_protocol, web_runner, web_server
+from aiohttp import web, web_protocol, web_request, web_runner, web_server
 
 #: (owner, attribute, what the fast path does with it): every aiohttp internal used below.
 REQUIRED: tuple[tuple[str, str, str], ...] = (
@@ -24,6 +25,10 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("web_server.Server", "__call__", "makes the web_protocol.RequestHandler a handed-over connection gets"),
     ("web_server.Server", "connections", "aiohttp's open connections (its RequestHandlers)"),
     ("web_protocol.RequestHandler", "_request_in_progress", "whether aiohttp is serving a request (graceful stop)"),
+    ("web_protocol.RequestHandler", "_current_request", "the request a handler is running for (read deadlines, stop)"),
+    ("web_protocol.RequestHandler", "_messages", "requests parsed, not yet served (read deadlines)"),
+    ("web_protocol.RequestHandler", "transport", "the connection of a request still running at the end of a stop"),
+    ("web_request.BaseRequest", "writer", "its StreamWriter: output_size (has an answer started?), chunked"),
     ("web_protocol.RequestHandler", "connection_made", "a handed-over transport starts on aiohttp"),
     ("web_protocol.RequestHandler", "data_received", "the bytes the fast path read before handing over"),
     ("web.Application", "middlewares", "a middleware turns the fast path off"),
@@ -35,6 +40,7 @@ OWNERS: dict[str, Any] = {
     "web_runner.BaseRunner": web_runner.BaseRunner,
     "web_server.Server": web_server.Server,
     "web_protocol.RequestHandler": web_protocol.RequestHandler,
+    "web_request.BaseRequest": web_request.BaseRequest,
     "web.Application": web.Application,
 }
 
@@ -65,11 +71,19 @@ def protocol_factory(runner: web.BaseRunner) -> Any:
     return runner.server
 
 
-def hand_over(runner: web.BaseRunner, transport: asyncio.Transport, data: bytes) -> None:
-    """Give ``transport`` to a new aiohttp protocol of ``runner``, starting with ``data`` already read."""
+def new_handler(runner: web.BaseRunner) -> Any:
+    """A new aiohttp protocol (``RequestHandler``) of ``runner``, for one connection."""
     server = runner.server
     assert server is not None, "the runner is not set up"
-    protocol = server()
+    return server()
+
+
+def hand_over(runner: web.BaseRunner, transport: asyncio.Transport, data: bytes,
+              wrap: Callable[[Any], asyncio.Protocol] | None = None) -> None:
+    """Give ``transport`` to a new aiohttp protocol of ``runner`` (inside ``wrap``), starting with ``data`` already read."""
+    protocol = new_handler(runner)
+    if wrap is not None:
+        protocol = wrap(protocol)
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
     protocol.data_received(data)
@@ -85,6 +99,37 @@ def aiohttp_busy(runner: web.BaseRunner) -> bool | None:
         return any(handler._request_in_progress for handler in handlers)
     except AttributeError:  # a future aiohttp: its own shutdown timeout applies
         return None
+
+
+def read_stall(handler: Any, head_done: bool) -> str:
+    """What a read deadline may do on aiohttp's connection ``handler``, its request not all in.
+
+    ``"answer"``: nothing of an answer is going out, write the 408; ``"wait"``: an answer (to an
+    earlier request, or to this one by a handler that did not read its body) is going out;
+    ``"done"``: the request was answered already, close quietly.
+    """
+    if handler._messages:
+        return "wait"  # earlier pipelined requests still to answer
+    current = handler._current_request
+    if handler._request_in_progress:
+        if head_done and current is not None and current.writer.output_size == 0:
+            return "answer"  # its handler waits for the body
+        return "wait"
+    return "done" if head_done else "answer"
+
+
+def requests_in_flight(runner: web.BaseRunner) -> list[tuple[asyncio.Transport, str, bool, bool]]:
+    """aiohttp's requests whose handler still runs: (transport, path, answer started, answer chunked)."""
+    server = getattr(runner, "server", None)
+    found = []
+    for handler in list(getattr(server, "connections", None) or ()):
+        request = getattr(handler, "_current_request", None)
+        transport = getattr(handler, "transport", None)
+        if request is None or transport is None or transport.is_closing():
+            continue
+        writer = request.writer
+        found.append((transport, request.path, writer.output_size > 0, bool(getattr(writer, "chunked", False))))
+    return found
 
 
 def hot_route_problem(app: web.Application) -> str | None:

@@ -48,6 +48,7 @@ from aiohttp import web
 from hulumanage import api
 from hulumanage.aiohttp_compat import hand_over
 from hulumanage.app import MAX_BODY
+from hulumanage.fastguard import Guarded, error_response
 from hulumanage.fastwire import CONTINUE, HOT_URLS, SSE_HEAD, date, header_lines, is_hot_route, json_head
 from hulumanage.results import sse_writes
 
@@ -99,15 +100,25 @@ class FastConnection(asyncio.Protocol):
         self.write_paused = False
         self.idle_timer: asyncio.TimerHandle | None = None  # keep-alive idle, or a request read too slowly
         self.read_started: float | None = None  # loop time of a partly read request's first byte
+        self.failure: tuple[int, str, str] | None = None  # an error to answer once the answers before it are out
+        self.sent = 0                           # of the answer in flight: 0 nothing, 1 a stream's start, 2 all
+        self.admitted = False                   # holds a slot of the site's connection cap
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self.site.admit():  # past --max-connections: closed at once, without a byte
+            transport.close()
+            return
+        self.admitted = True
         self.transport = transport  # type: ignore[assignment]
         self.site.connections.add(self)
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.admitted:
+            return
+        self.site.release()
         self.site.connections.discard(self)
         self.transport = None
         self._disarm_idle()
@@ -143,10 +154,8 @@ class FastConnection(asyncio.Protocol):
                 return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:  # answer what came before it, then close
-            if self.task is None and not self.ready:
-                self._fail(400, "protocol upgrades are not served on this route")
-            self.closing = True
+        except httptools.HttpParserUpgrade:  # answer what came before it, then refuse it and close
+            self._fail(400, "protocol upgrades are not served on this route")
         except httptools.HttpParserCallbackError:
             pass  # the callback already answered and is closing the connection
         except httptools.HttpParserError:
@@ -236,6 +245,7 @@ class FastConnection(asyncio.Protocol):
             self.closing = True
             self._close()
             return
+        self.sent = 0
         if EAGER:  # runs up to its first real wait now (the upstream's answer), not a loop turn later
             # eager_start is 3.12+ (EAGER is False before): 3.11's typeshed does not know it
             task = asyncio.Task(self._serve(request), loop=asyncio.get_running_loop(),
@@ -261,7 +271,7 @@ class FastConnection(asyncio.Protocol):
                 self.transport.resume_reading()
             self._start(self.ready.popleft())
         elif self.closing:
-            self._close()
+            self._finish()
         elif self.current is not None:  # the next request is partly read
             self._arm_read()
         else:
@@ -296,10 +306,12 @@ class FastConnection(asyncio.Protocol):
                 async for part, last in writes:
                     chunk = b"%x\r\n%b\r\n" % (len(part), part) if part else b""
                     if last:
+                        self.sent = 2
                         self._write(head + chunk + b"0\r\n\r\n")
                         break
                     self._write(head + chunk)
                     head = b""
+                    self.sent = 1
                     if self.write_paused:
                         await self._drained()
         finally:
@@ -329,7 +341,7 @@ class FastConnection(asyncio.Protocol):
         self.transport = None
         if transport is None or transport.is_closing():
             return
-        hand_over(self.site.runner, transport, data)
+        hand_over(self.site.runner, transport, data, lambda inner: Guarded(self.site, inner, counted=True))
 
     def _count_head(self, size: int) -> None:
         self.head_size += size
@@ -343,17 +355,30 @@ class FastConnection(asyncio.Protocol):
         raise ValueError("body too large")
 
     def _fail(self, status: int, message: str, code: str = "invalid_request") -> None:
-        """Answer a request that cannot be served with an OpenAI-shaped error, then close."""
+        """Answer a request that cannot be served with an OpenAI-shaped error (after the answers
+        to the requests read before it: in order), then close."""
         self.closing = True
         self.current = None
-        self.ready.clear()
-        if self.task is not None:  # answers still going out on this connection: just stop reading
-            return
+        self.failure = self.failure or (status, message, code)
+        if self.task is None and not self.ready:  # else after the answers still to go out
+            self._finish()
+
+    def _finish(self) -> None:
+        """The connection is closing and its answers are out: the pending error, if any, then close."""
         transport = self.transport
-        if transport is not None and not transport.is_closing():
-            _status, body, headers = api.error_reply(api.ApiError(status, message, code=code))
-            transport.write(json_head(status, headers, len(body), b"Connection: close\r\n") + body)
+        if self.failure is not None and transport is not None and not transport.is_closing():
+            transport.write(error_response(*self.failure))
         self._close()
+
+    def interrupt(self, answer: bytes, event: bytes) -> None:
+        """The stop's grace is over: a whole ``answer`` (503), or the SSE ``event`` ending a stream; cancel."""
+        self.closing = True
+        self.ready.clear()
+        transport = self.transport
+        if self.task is not None and transport is not None and not transport.is_closing():
+            if self.sent < 2:  # a stream's last chunk, or a whole 503
+                transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(event), event) if self.sent else answer)
+            self.task.cancel()  # _served closes the connection
 
     def close_when_idle(self) -> None:
         """Shutdown: close now when idle, else after the request in flight."""
@@ -362,7 +387,7 @@ class FastConnection(asyncio.Protocol):
             self._close()
 
     def abort(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
     def _close(self) -> None:

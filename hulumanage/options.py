@@ -49,6 +49,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                         help="serve chat completions through aiohttp too, not the lean HTTP/1.1 fast path "
                              "(same answers, more CPU per request; for comparison or if the fast path misbehaves)")
+    # -- connections (the connection cap; read deadlines are in fastpath/fastguard) --
+    parser.add_argument("--max-connections", type=int, default=None, metavar="N",
+                        help="most client connections open at once; past it a new connection is accepted and "
+                             "closed at once (default: half the soft file-descriptor limit, ulimit -n, after 64 "
+                             "kept for files; the other half stays for upstream connections)")
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,7 +29,8 @@ async def serve(options: argparse.Namespace, pm: pluggy.PluginManager) -> int:
     except BaseException:
         await runner.cleanup()  # close what started before the failure (the host's HTTP session)
         raise
-    site = FastSite(runner, options.host, options.port, access_log=access_log, fast=options.fast_path)
+    site = FastSite(runner, options.host, options.port, access_log=access_log, fast=options.fast_path,
+                    max_connections=options.max_connections)
     try:
         await site.start()
     except OSError as exc:

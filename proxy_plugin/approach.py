@@ -68,8 +68,10 @@ class ProxyApproach:
     def fanout(self, call: Any) -> int:
         """The upstream calls one request can cause: one, or what the ``proxy_wrap`` approach declares."""
         slug = call.extra.get("proxy_wrap")
-        wrapped = call.approaches.get(slug.strip()) if isinstance(slug, str) else None
-        declare = getattr(wrapped, "fanout", None)
+        slug = slug.strip() if isinstance(slug, str) else None
+        if slug is None or slug == self.slug or slug in call.chain:
+            return 1  # no wrap, or one that run() refuses with its own error
+        declare = getattr(call.approaches.get(slug), "fanout", None)
         if declare is None:
             return 1
         inner = call.replace(extra={k: v for k, v in call.extra.items() if k != "proxy_wrap"})

@@ -78,10 +78,11 @@ class PoolTransport(httpx2.AsyncBaseTransport):
         if fanout is not None:
             try:
                 fanout.take()  # past the host's cap: its own 400, relayed like any error
-            except Exception as exc:  # noqa: BLE001 - any host's error with a status becomes the SDK's error
-                if not isinstance(getattr(exc, "status_code", None), int):
+            except Exception as exc:  # any host's error with an integer status becomes the SDK's error
+                status = getattr(exc, "status_code", None)
+                if not isinstance(status, int):
                     raise
-                return _error(ProxyError(exc.status_code, str(getattr(exc, "message", exc)), "invalid_request_error",
+                return _error(ProxyError(status, str(getattr(exc, "message", exc)), "invalid_request_error",
                                          getattr(exc, "code", None)))
         body = orjson.loads(await request.aread())
         for name in self._strip.intersection(body):

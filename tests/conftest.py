@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,14 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A raw aiohttp session, for what the SDK hides (exact bytes, malformed requests)."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An empty HOME, no proxy settings from the outside, resource warnings shown."""
+    home = tmp_path / "home"
+    home.mkdir()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("HULUMANAGE_")}
+    environ["HOME"] = str(home)
+    environ["PYTHONWARNINGS"] = "always::ResourceWarning"
+    return environ

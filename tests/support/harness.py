@@ -74,7 +74,7 @@ async def run_host(
         await runner.cleanup()  # what started before the failure (the host's HTTP session), as the server does
         raise
     port = free_port()
-    site = FastSite(runner, "127.0.0.1", port, fast=options.fast_path)
+    site = FastSite(runner, "127.0.0.1", port, fast=options.fast_path, max_connections=options.max_connections)
     await site.start()
     try:
         yield Host(app, runner, port)

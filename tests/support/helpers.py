@@ -12,6 +12,9 @@ import aiohttp
 from hulumanage.sim import FakeProvider
 from support.harness import Host, free_port
 
+#: what must never show on the server's stderr
+NOISE = ("Unclosed", "ResourceWarning", "Traceback", "Task was destroyed", "Task exception was never retrieved")
+
 USER = [{"role": "user", "content": "Say something."}]
 
 
