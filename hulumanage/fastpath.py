@@ -49,7 +49,7 @@ from hulumanage import api
 from hulumanage.aiohttp_compat import hand_over
 from hulumanage.app import MAX_BODY
 from hulumanage.fastguard import Guarded, error_response
-from hulumanage.fastwire import CONTINUE, HOT_URLS, SSE_HEAD, date, header_lines, is_hot_route, json_head
+from hulumanage.fastwire import CONTINUE, HOT_URLS, SSE_HEAD, ParsedRequest, date, header_lines, is_hot_route, json_head
 from hulumanage.results import sse_writes
 
 if TYPE_CHECKING:
@@ -64,23 +64,6 @@ EAGER = sys.version_info >= (3, 12)  # asyncio.Task(eager_start=True)
 PAUSE_AT = 4                  # pipelined requests waiting before reading pauses
 
 
-class _Request:
-    """One parsed request on the fast path."""
-
-    __slots__ = ("authorization", "body", "content_type", "head_done", "keep_alive", "origin", "path", "refused", "size")
-
-    def __init__(self) -> None:
-        self.path = b""
-        self.head_done = False
-        self.authorization = ""
-        self.content_type: str | None = None  # for the cross-site checks of api.chat_reply
-        self.origin: str | None = None
-        self.body: list[bytes] = []
-        self.size = 0
-        self.keep_alive = True
-        self.refused = False  # not the hot route, pipelined: the connection closes before it
-
-
 class FastConnection(asyncio.Protocol):
     """One client connection served on the fast path until it is handed to aiohttp."""
 
@@ -90,8 +73,8 @@ class FastConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.sniffed = b""                      # the start of a request not yet known to be the hot route
-        self.current: _Request | None = None    # the request being parsed
-        self.ready: deque[_Request] = deque()   # parsed, waiting for the one in flight
+        self.current: ParsedRequest | None = None    # the request being parsed
+        self.ready: deque[ParsedRequest] = deque()   # parsed, waiting for the one in flight
         self.task: asyncio.Task[None] | None = None
         self.head_size = 0
         self.closing = False
@@ -184,7 +167,7 @@ class FastConnection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.current = _Request()
+        self.current = ParsedRequest()
         self.head_size = 0
 
     def on_url(self, url: bytes) -> None:  # may come in pieces
@@ -240,7 +223,7 @@ class FastConnection(asyncio.Protocol):
 
     # -- serving ---------------------------------------------------------------------
 
-    def _start(self, request: _Request) -> None:
+    def _start(self, request: ParsedRequest) -> None:
         if request.refused:
             self.closing = True
             self._close()
@@ -277,7 +260,7 @@ class FastConnection(asyncio.Protocol):
         else:
             self._arm_idle()
 
-    async def _serve(self, request: _Request) -> None:
+    async def _serve(self, request: ParsedRequest) -> None:
         raw = b"".join(request.body) if len(request.body) != 1 else request.body[0]
         reply = await api.chat_reply(self.app, raw, request.authorization, request.content_type, request.origin)
         if not request.keep_alive:

@@ -2,7 +2,7 @@
 
 ``fastpath.py`` (the connection) sniffs each new request's first bytes with :func:`is_hot_route` and
 writes prebuilt heads: :data:`SSE_HEAD`, :data:`JSON_200` and :func:`json_head`, each ending in a
-``Date`` line formatted once a second (:data:`date`).
+``Date`` line formatted once a second (:data:`date`); :class:`ParsedRequest` is what it keeps of a request.
 """
 
 from __future__ import annotations
@@ -69,3 +69,20 @@ def is_hot_route(data: bytes) -> bool | None:
         if line.startswith(data):
             undecided = True
     return None if undecided else False
+
+
+class ParsedRequest:
+    """One request as the fast path parsed it (the connection fills it in from the parser's callbacks)."""
+
+    __slots__ = ("authorization", "body", "content_type", "head_done", "keep_alive", "origin", "path", "refused", "size")
+
+    def __init__(self) -> None:
+        self.path = b""
+        self.head_done = False
+        self.authorization = ""
+        self.content_type: str | None = None  # for the cross-site checks of api.chat_reply
+        self.origin: str | None = None
+        self.body: list[bytes] = []
+        self.size = 0
+        self.keep_alive = True
+        self.refused = False  # not the hot route, pipelined: the connection closes before it

@@ -239,3 +239,10 @@ def test_no_test_module_imports_another_or_the_conftest() -> None:
                 if first == "conftest" or first.startswith("test_"):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
     assert offenders == [], "move shared test code into tests/support:\n" + "\n".join(offenders)
+
+
+def test_no_module_is_over_400_lines() -> None:
+    """One concern a module: a module past 400 lines holds more than one (split it)."""
+    long = {str(p.relative_to(ROOT)): n for pkg in ("hulumanage", "proxy_plugin") for p in (ROOT / pkg).rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}
