@@ -13,7 +13,7 @@ import pluggy
 from aiohttp import web
 
 from hulumanage import admin, api
-from hulumanage.appkeys import ALLOWED, APPROACHES, GUARD, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.appkeys import ALLOWED, APPROACHES, GATE, GUARD, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.guard import Guard
 from hulumanage.plugins import collect_approaches, get_plugin_manager
 
@@ -69,6 +69,11 @@ def allowed_approaches(option: str | None, default: str, approaches: dict[str, A
     return frozenset(names | {default})
 
 
+async def _request_gate(app: web.Application) -> None:
+    """Ask the plugins for the request gate, once every plugin has started."""
+    app[GATE] = app[PLUGIN_MANAGER].hook.request_gate(app=app)
+
+
 def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None) -> web.Application:
     """Build the host app: approaches from plugins, routes, plugin lifespans."""
     pm = pm or get_plugin_manager()
@@ -99,6 +104,8 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
     app.router.add_get("/models", api.cross_site_checked(api.list_models))
     app.router.add_get("/health", api.cross_site_checked(api.health))
     app.router.add_post("/admin/reload", api.cross_site_checked(admin.reload))  # + Host, token: admin.refusal
+    app[GATE] = None
+    app.on_startup.append(_request_gate)  # after every lifespan's start (cleanup_ctx runs first)
     pm.hook.register_routes(app=app, options=options)
     app.router.add_route("OPTIONS", "/{tail:.*}", api.preflight)
     app.router.add_route("*", "/v1/{tail:.*}", api.cross_site_checked(api.not_found))

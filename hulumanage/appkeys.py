@@ -22,5 +22,6 @@ PARAMS: web.AppKey[frozenset[str]] = web.AppKey("hulumanage_params")
 ALLOWED: web.AppKey[frozenset[str]] = web.AppKey("hulumanage_allowed_approaches")
 GUARD = web.AppKey("hulumanage_guard", Guard)
 STATS: web.AppKey[dict[str, Any]] = web.AppKey("hulumanage_stats")
+GATE: web.AppKey[Any] = web.AppKey("hulumanage_gate")  # the request gate a plugin offers (None: none)
 
-__all__ = ["ALLOWED", "APPROACHES", "GUARD", "HTTP", "OPTIONS", "PARAMS", "PLUGIN_MANAGER", "STATS"]
+__all__ = ["ALLOWED", "APPROACHES", "GATE", "GUARD", "HTTP", "OPTIONS", "PARAMS", "PLUGIN_MANAGER", "STATS"]

@@ -34,6 +34,7 @@ class Call:
     chain: tuple[str, ...] = ()
     allowed: frozenset[str] | None = None   # approaches the client may select (None: any)
     fanout: Any = None                      # the request's upstream-call counter: ``take()`` per call, 400 past the cap
+    ticket: Any = None                      # the request gate's ticket: ``record(provider, model, usage)`` per upstream answer
 
     def replace(self, **changes: Any) -> Call:
         """Return a copy of this call with ``changes`` applied."""

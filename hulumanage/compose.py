@@ -97,6 +97,7 @@ def layer_client(
     api_key: str | None,
     full_chain: tuple[str, ...],
     fanout: Fanout,
+    ticket: Any = None,
 ) -> LazyClient:
     """A client whose calls run ``chain[0]`` (with deeper layers below it), or ``base`` when empty.
 
@@ -114,7 +115,7 @@ def layer_client(
             stream=body.get("stream") is True,
             client=layer_client(
                 rest, approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=full_chain,
-                fanout=fanout,
+                fanout=fanout, ticket=ticket,
             ),
             app=app,
             approaches=approaches,
@@ -122,6 +123,7 @@ def layer_client(
             chain=full_chain,
             allowed=app.get(ALLOWED) if app is not None else None,
             fanout=fanout,
+            ticket=ticket,
         )
         return approach, call
 

@@ -55,8 +55,11 @@ def error_payload(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, st
     raw_headers = getattr(exc, "headers", None)
     headers: dict[str, str] = {}
     if isinstance(raw_headers, Mapping):
-        for name in ("Retry-After",):
-            for key, value in raw_headers.items():
-                if key.lower() == name.lower():
-                    headers[name] = str(value)
+        # what a client may act on: when to retry, and OpenAI's rate-limit headers (x-ratelimit-*)
+        for key, value in raw_headers.items():
+            lower = key.lower()
+            if lower == "retry-after":
+                headers["Retry-After"] = str(value)
+            elif lower.startswith("x-ratelimit-"):
+                headers[lower] = str(value)
     return status, payload, headers

@@ -86,6 +86,7 @@ class FastConnection(asyncio.Protocol):
         self.failure: tuple[int, str, str] | None = None  # an error to answer once the answers before it are out
         self.sent = 0                           # of the answer in flight: 0 nothing, 1 a stream's start, 2 all
         self.admitted = False                   # holds a slot of the site's connection cap
+        self.client_ip = ""                     # the peer's address, for the request gate and the access log
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -95,6 +96,8 @@ class FastConnection(asyncio.Protocol):
             return
         self.admitted = True
         self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
         self.site.connections.add(self)
         self._arm_idle()
 
@@ -167,7 +170,7 @@ class FastConnection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.current = ParsedRequest()
+        self.current = ParsedRequest(self.client_ip)
         self.head_size = 0
 
     def on_url(self, url: bytes) -> None:  # may come in pieces
@@ -187,6 +190,10 @@ class FastConnection(asyncio.Protocol):
             current.content_type = value.decode("latin-1")
         elif lower == b"origin":
             current.origin = value.decode("latin-1")
+        elif lower == b"x-request-id":
+            current.request_id = value.decode("latin-1")
+        elif lower == b"cache-control":
+            current.cache_control = value.decode("latin-1")
         elif lower == b"content-length":
             if value.strip().isdigit() and int(value) > MAX_BODY:
                 self._too_large()
@@ -262,7 +269,7 @@ class FastConnection(asyncio.Protocol):
 
     async def _serve(self, request: ParsedRequest) -> None:
         raw = b"".join(request.body) if len(request.body) != 1 else request.body[0]
-        reply = await api.chat_reply(self.app, raw, request.authorization, request.content_type, request.origin)
+        reply = await api.chat_reply(self.app, raw, request)
         if not request.keep_alive:
             self.closing = True
         close = b"Connection: close\r\n" if self.closing else b""

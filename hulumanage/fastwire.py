@@ -72,16 +72,23 @@ def is_hot_route(data: bytes) -> bool | None:
 
 
 class ParsedRequest:
-    """One request as the fast path parsed it (the connection fills it in from the parser's callbacks)."""
+    """One request as the fast path parsed it (the connection fills it in from the parser's callbacks).
 
-    __slots__ = ("authorization", "body", "content_type", "head_done", "keep_alive", "origin", "path", "refused", "size")
+    It is the :class:`hulumanage.chat.Head` that ``chat_reply`` reads.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("authorization", "body", "cache_control", "client_ip", "content_type", "head_done", "keep_alive",
+                 "origin", "path", "refused", "request_id", "size")
+
+    def __init__(self, client_ip: str = "") -> None:
         self.path = b""
         self.head_done = False
         self.authorization = ""
-        self.content_type: str | None = None  # for the cross-site checks of api.chat_reply
+        self.content_type: str | None = None  # for the cross-site checks of chat_reply
         self.origin: str | None = None
+        self.request_id: str | None = None
+        self.cache_control: str | None = None
+        self.client_ip = client_ip
         self.body: list[bytes] = []
         self.size = 0
         self.keep_alive = True

@@ -83,3 +83,14 @@ def register_commands(register: Any) -> None:
     ``serve`` and ``demo`` come through this hook too. A name registered twice
     is a startup error naming both plugins.
     """
+
+
+@hookspec(firstresult=True)
+def request_gate(app: Any) -> Any:
+    """Return the gate every chat request passes through (or None); asked once, after startup.
+
+    The first plugin to return one wins. The gate decides who may call and how much, may
+    answer itself (a cache hit), and hears how every request ended; the host calls it for
+    every chat request, whatever approach serves it. Its interface is in
+    ``hulumanage/gate.py`` and the README.
+    """

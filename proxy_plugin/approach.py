@@ -32,13 +32,14 @@ class ProxyApproach:
         wrap = call.extra.get("proxy_wrap")
         if wrap is not None:
             return await self._wrapped(call, runtime, wrap)
+        ticket = getattr(call, "ticket", None)
         if call.stream:
-            return runtime.current.stream(call.request)
-        return await runtime.current.complete(call.request)
+            return runtime.current.stream(call.request, ticket)
+        return await runtime.current.complete(call.request, ticket)
 
     async def _wrapped(self, call: Any, runtime: ProxyRuntime, wrap: Any) -> Any:
         """Run the approach named by ``proxy_wrap`` with a client backed by the pool."""
-        from proxy_plugin.wrap import FANOUT, pool_client
+        from proxy_plugin.wrap import WRAPPED_CALL, pool_client
 
         known = ", ".join(sorted(call.approaches))
         if not isinstance(wrap, str) or not wrap.strip():
@@ -60,9 +61,9 @@ class ProxyApproach:
                               f"pool; wrap one that makes its calls through its client", "invalid_proxy_wrap")
         extra = {k: v for k, v in call.extra.items() if k != "proxy_wrap"}
         inner = call.replace(client=pool_client(runtime, call.approaches), extra=extra, chain=(*call.chain, slug))
-        # every pool call of the wrapped run counts, a stream's later calls too: the variable stays
-        # set in this request's context (the next wrapped request sets its own)
-        FANOUT.set(getattr(call, "fanout", None))
+        # every pool call of the wrapped run counts and reports to the gate, a stream's later calls
+        # too: the variable stays set in this request's context (the next wrapped request sets its own)
+        WRAPPED_CALL.set(call)
         return await call.approaches[slug].run(inner)
 
     def fanout(self, call: Any) -> int:

@@ -16,6 +16,7 @@ from proxy_plugin.provider import Provider
 from proxy_plugin.upstream import Connection
 
 if TYPE_CHECKING:
+    from proxy_plugin.dispatch import Observer
     from proxy_plugin.pool import Pool
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -38,14 +39,15 @@ class RawResponse:
 class BufferedExchange:
     """A non-streaming chat completion: the first provider's complete answer wins."""
 
-    __slots__ = ("body", "model", "pool")
+    __slots__ = ("body", "model", "observer", "pool")
 
     broke: Outcome | None = None  # a buffered answer has no stream to break
 
-    def __init__(self, pool: Pool, body: dict[str, Any]) -> None:
+    def __init__(self, pool: Pool, body: dict[str, Any], observer: Observer | None = None) -> None:
         self.pool = pool
         self.body = body
         self.model: str = body["model"]
+        self.observer = observer
 
     def start(self, provider: Provider) -> None:
         """Nothing to prepare per provider."""
@@ -81,8 +83,12 @@ class BufferedExchange:
             if conn is not None:
                 client.release(conn)
         if status == 200:
-            if _is_completion(answer):
+            completion = _completion(answer)
+            if completion is not None:
                 provider.state.record_success(mapped, time.monotonic() - started)
+                usage = completion.get("usage")
+                if self.observer is not None and isinstance(usage, dict):
+                    self.observer.record(provider.name, mapped, usage)
                 return Outcome(ok=True, answer=RawResponse(200, answer, JSON_HEADERS))
             return Outcome(Failure.BAD_RESPONSE, 200, "200 with a body that is not a JSON completion")
         return Outcome.of_status(status, answer, headers, self.pool.redact)
@@ -106,10 +112,10 @@ class BufferedExchange:
         """Every connection is released as its attempt ends."""
 
 
-def _is_completion(body: bytes) -> bool:
-    """Whether a 200 body is a JSON object with ``choices`` (checked, then relayed as the same bytes)."""
+def _completion(body: bytes) -> dict[str, Any] | None:
+    """A 200 body as a JSON object with ``choices``, else None (checked, then relayed as the same bytes)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return False
-    return isinstance(data, dict) and isinstance(data.get("choices"), list)
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("choices"), list) else None

@@ -12,6 +12,7 @@ budgets, metrics) hooks in here.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,10 +28,29 @@ RETRY = "retry"
 NEXT = "next"
 
 
+class Observer(Protocol):
+    """Who hears about every upstream attempt of a request (the request gate's ticket)."""
+
+    wants_usage: bool  # ask streams for their usage (``stream_options.include_usage``) even if the client did not
+
+    def attempting(self) -> None:
+        """An upstream attempt starts."""
+
+    def answering(self, provider: str, model: str) -> None:
+        """This provider answers (a whole answer, or a stream whose first event is in), before the client sees it."""
+
+    def attempted(self, provider: str, model: str, outcome: Outcome, seconds: float) -> None:
+        """One upstream attempt ended (``outcome.ok``: it answered), after ``seconds``."""
+
+    def record(self, provider: str, model: str, usage: dict[str, Any]) -> None:
+        """An answer's token usage, as the provider reported it."""
+
+
 class Exchange(Protocol):
     """How one request talks to a provider; the dispatch loop decides which provider and when."""
 
     model: str
+    observer: Observer | None
 
     def start(self, provider: Provider) -> None:
         """A new provider is about to be tried."""
@@ -72,6 +92,7 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
     Raises the error the client should see when no provider can answer.
     """
     tries = pool.config.retries.attempts_per_provider
+    observer = exchange.observer
     async with pool.admission():
         run = pool.attempts(exchange.model)
         try:
@@ -81,18 +102,24 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
                     exchange.start(provider)
                     attempt = 0
                     while attempt < tries and exchange.may_try():
+                        began = 0.0
+                        if observer is not None:
+                            observer.attempting()
+                            began = time.perf_counter()
                         outcome = await exchange.attempt(provider, mapped, run)
-                        if outcome.ok:
-                            if outcome.answer is not None:
-                                yield outcome.answer
-                                return
+                        if outcome.ok and observer is not None:
+                            observer.answering(provider.name, mapped)
+                        if outcome.ok and outcome.answer is None:  # a stream is open: relay it
                             async with contextlib.aclosing(exchange.relay(provider, mapped)) as parts:
                                 async for part in parts:
                                     yield part
-                            broke = exchange.broke
-                            if broke is None:
-                                return
-                            outcome = broke
+                            outcome = exchange.broke or outcome
+                        if observer is not None:
+                            observer.attempted(provider.name, mapped, outcome, time.perf_counter() - began)
+                        if outcome.ok:
+                            if outcome.answer is not None:
+                                yield outcome.answer
+                            return
                         if outcome.failure is Failure.CALLER:
                             step = exchange.refused(outcome, provider)
                             if step is NEXT:

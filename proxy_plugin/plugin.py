@@ -94,6 +94,13 @@ def list_models(app: web.Application) -> list[dict[str, Any]]:
 
 
 @hookimpl
+def request_gate(app: web.Application) -> Any:
+    """The proxy's request gate (keys, limits, budgets, cost, cache, metrics), when the proxy is configured."""
+    runtime = app.get(RUNTIME)
+    return None if runtime is None else runtime.gate
+
+
+@hookimpl
 def reload(app: web.Application) -> Any:
     """Prepare a reload of the providers file: an awaitable of a prepared reload (``apply()``,
     ``discard()``); the host applies it once every plugin has prepared. An invalid file

@@ -16,7 +16,7 @@ from proxy_plugin.attempts import Attempts, RetryBudget
 from proxy_plugin.buffered import BufferedExchange, RawResponse
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ProviderConfig, ProxyConfig
-from proxy_plugin.dispatch import dispatch
+from proxy_plugin.dispatch import Observer, dispatch
 from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
 from proxy_plugin.provider_state import ProviderState
@@ -67,16 +67,16 @@ class Pool:
 
     # -- entry points --------------------------------------------------------------
 
-    async def complete(self, body: dict[str, Any]) -> RawResponse:
-        """Answer a non-streaming request from the first provider that can."""
-        async with contextlib.aclosing(dispatch(self, BufferedExchange(self, body))) as answers:
+    async def complete(self, body: dict[str, Any], observer: Observer | None = None) -> RawResponse:
+        """Answer a non-streaming request from the first provider that can (``observer`` hears every attempt)."""
+        async with contextlib.aclosing(dispatch(self, BufferedExchange(self, body, observer))) as answers:
             async for answer in answers:
                 return answer  # type: ignore[no-any-return]
         raise AssertionError("dispatch ended without an answer or an error")
 
-    def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
-        """Relay one streaming request (an async generator of SSE bytes)."""
-        return dispatch(self, StreamedExchange(self, body))
+    def stream(self, body: dict[str, Any], observer: Observer | None = None) -> AsyncGenerator[bytes, None]:
+        """Relay one streaming request (an async generator of SSE bytes; ``observer`` hears every attempt)."""
+        return dispatch(self, StreamedExchange(self, body, observer))
 
     # -- admission -----------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import aiohttp
 
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ProxyConfig, load_config
+from proxy_plugin.gate import RequestGate
 from proxy_plugin.health import HealthChecker
 from proxy_plugin.pool import Pool, carried_states
 from proxy_plugin.upstream import UpstreamClient
@@ -41,6 +42,7 @@ class ProxyRuntime:
         self.reloads = 0
         self.wrap_client: Any = None  # the pool-backed SDK client of wrapped approaches (wrap.py), built once
         self._health = HealthChecker(lambda: self.current)
+        self.gate = RequestGate(self)  # every chat request's gate (keys, limits, budgets, cost, cache, metrics)
 
     @property
     def current(self) -> Pool:

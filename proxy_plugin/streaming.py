@@ -26,6 +26,7 @@ from proxy_plugin.sse import DONE_EVENT, DONE_PAYLOAD, data_events, event
 from proxy_plugin.upstream import Connection
 
 if TYPE_CHECKING:
+    from proxy_plugin.dispatch import Observer
     from proxy_plugin.pool import Pool
 
 #: The outcome of an attempt whose stream is open (its first event in hand).
@@ -51,8 +52,15 @@ class DivergedError(Exception):
 class Relay:
     """What the client has received so far, and how to continue it elsewhere."""
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], want_usage: bool = False) -> None:
+        options = body.get("stream_options")
+        asked = isinstance(options, dict) and options.get("include_usage") is True
+        # usage asked of the upstream for the gate, and its chunk kept from a client that did not ask
+        self.hide_usage = want_usage and not asked
+        if self.hide_usage:
+            body = {**body, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
         self.body = body
+        self.usage: dict[str, Any] | None = None  # the usage the current attempt's stream reported
         self._text: list[str] = []  # content of choice 0 already sent to the client, in pieces
         self._restart = ""        # restart mode: the text the new answer must repeat first
         self.sent = False         # anything at all reached the client
@@ -100,6 +108,11 @@ class Relay:
         if "error" in chunk:
             raise StreamBrokenError(f"error event mid-stream ({_code(chunk)})")
         choices = chunk.get("choices") or ()
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+            if self.hide_usage and not choices:
+                return None  # the usage chunk the gate asked for; this client did not
         rewritten = False
         for choice in choices:
             if not isinstance(choice, dict):
@@ -151,13 +164,14 @@ def _code(chunk: dict[str, Any]) -> str:
 class StreamedExchange:
     """A streaming chat completion: relayed event by event, continued elsewhere if it breaks."""
 
-    __slots__ = ("_conn", "_deadline", "_events", "_first", "_started", "broke", "broken", "model", "pool",
+    __slots__ = ("_conn", "_deadline", "_events", "_first", "_started", "broke", "broken", "model", "observer", "pool",
                  "prefill", "prefilled", "relayed")
 
-    def __init__(self, pool: Pool, body: dict[str, Any]) -> None:
+    def __init__(self, pool: Pool, body: dict[str, Any], observer: Observer | None = None) -> None:
         self.pool = pool
         self.model: str = body["model"]
-        self.relayed = Relay(body)
+        self.observer = observer
+        self.relayed = Relay(body, observer is not None and observer.wants_usage)
         self.prefill = False      # the provider being tried takes a partial answer as prefill
         self.prefilled = False    # the current attempt sent one
         self.broke: Outcome | None = None   # how the last relayed stream ended (None: complete)
@@ -180,6 +194,7 @@ class StreamedExchange:
     async def attempt(self, provider: Provider, mapped: str, run: Attempts) -> Outcome:
         """Send the request and read up to the first relayable event: ``OPENED``, or the failure."""
         relayed = self.relayed
+        relayed.usage = None
         prefill = self.prefill and relayed.sent
         payload = relayed.request_for(provider, mapped, prefill)
         prefilled = self.prefilled = prefill and bool(relayed.text)
@@ -279,6 +294,8 @@ class StreamedExchange:
                 relayed.done = True
                 yield DONE_EVENT
             provider.state.record_success(mapped, time.monotonic() - self._started)
+            if self.observer is not None and relayed.usage is not None:
+                self.observer.record(provider.name, mapped, relayed.usage)
         finally:
             await events.aclose()  # here, not later from the garbage collector's finalizer
             self.pool.client.release_streamed(conn) if relayed.done else conn.close()

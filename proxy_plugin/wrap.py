@@ -26,10 +26,10 @@ logger = logging.getLogger(__name__)
 
 HOST_FIELDS = frozenset({"hulumanage_approach"})
 
-#: The wrapped request's upstream-call counter (the host's ``call.fanout``, with ``take()``),
-#: set by ``ProxyApproach`` around the wrapped approach's run: the shared pool client has no
+#: The wrapped request's call (its ``fanout`` counter, with ``take()``, and its gate ``ticket``),
+#: set by ``ProxyApproach`` before the wrapped approach runs: the shared pool client has no
 #: per-request state of its own, and a context variable follows the request into its calls.
-FANOUT: contextvars.ContextVar[Any] = contextvars.ContextVar("proxy_wrap_fanout", default=None)
+WRAPPED_CALL: contextvars.ContextVar[Any] = contextvars.ContextVar("proxy_wrapped_call", default=None)
 
 
 class _SSEBody(httpx2.AsyncByteStream):
@@ -74,7 +74,8 @@ class PoolTransport(httpx2.AsyncBaseTransport):
         if request.method != "POST" or not request.url.path.endswith("/chat/completions"):
             return _error(ProxyError(404, f"{request.method} {request.url.path} is not available through the proxy pool",
                                      "invalid_request_error", "not_found"))
-        fanout = FANOUT.get()
+        call = WRAPPED_CALL.get()
+        fanout = getattr(call, "fanout", None)
         if fanout is not None:
             try:
                 fanout.take()  # past the host's cap: its own 400, relayed like any error
@@ -90,10 +91,10 @@ class PoolTransport(httpx2.AsyncBaseTransport):
         pool = self._runtime.current
         try:
             if body.get("stream") is True:
-                parts = pool.stream(body)
+                parts = pool.stream(body, getattr(call, "ticket", None))
                 first = await anext(parts)
                 return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=_SSEBody(first, parts))
-            response = await pool.complete(body)
+            response = await pool.complete(body, getattr(call, "ticket", None))
         except ProxyError as exc:
             return _error(exc)
         return httpx2.Response(response.status, headers=response.headers, content=response.body)

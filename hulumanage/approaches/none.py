@@ -38,6 +38,8 @@ class NoneApproach:
         if not call.stream or response.status >= 400:
             async with response:
                 body = await response.read()
+            if call.ticket is not None and response.status == 200:
+                _record_usage(call, body)
             return RawResponse(response.status, body, {"Content-Type": response.headers.get("Content-Type", "application/json")})
         return _relay(response)
 
@@ -47,3 +49,13 @@ async def _relay(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     async with response:
         async for data in response.content.iter_any():
             yield data
+
+
+def _record_usage(call: Call, body: bytes) -> None:
+    """Tell the request gate what the upstream answer used (its ``usage``), when it says."""
+    try:
+        usage = orjson.loads(body).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return
+    if isinstance(usage, dict):
+        call.ticket.record("none", call.request.get("model", ""), usage)

@@ -1,0 +1,185 @@
+"""One chat completion request, from its bytes to its answer, for both front ends.
+
+``chat_reply`` is everything between a request's bytes and its response: the cross-site
+checks (``guard.py``), the request id, the request gate (who calls, may they, how much:
+:mod:`hulumanage.gate`), parse once, validate, pick the approach chain, run it. The
+aiohttp route (``api.py``) and the fast path (``fastpath.py``) both call it, so both
+answer alike. Every failure becomes an OpenAI-shaped error answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+from aiohttp import web
+
+from hulumanage.appkeys import ALLOWED, APPROACHES, GATE, GUARD, OPTIONS, PARAMS
+from hulumanage.call import Call
+from hulumanage.chain import bearer, resolve_chain
+from hulumanage.compose import Fanout, declared_fanout, fanout_error, layer_client
+from hulumanage.errors import ApiError, error_payload
+from hulumanage.gate import GateRequest, Served, request_id
+from hulumanage.guard import content_type_refusal
+from hulumanage.results import completion_body, is_stream
+from hulumanage.validate import check_depth, validate_request
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Head", "Streamed", "chat_reply", "close_stream", "error_reply"]
+
+
+class Head(Protocol):
+    """What ``chat_reply`` reads of a request's head (the fast path's parsed request is one)."""
+
+    authorization: str
+    content_type: str | None
+    origin: str | None
+    request_id: str | None
+    cache_control: str | None
+    client_ip: str
+
+
+class AiohttpHead:
+    """A :class:`Head` from an aiohttp request."""
+
+    __slots__ = ("authorization", "cache_control", "client_ip", "content_type", "origin", "request_id")
+
+    def __init__(self, request: web.Request) -> None:
+        headers = request.headers
+        self.authorization = headers.get("Authorization", "")
+        self.content_type = headers.get("Content-Type")
+        self.origin = headers.get("Origin")
+        self.request_id = headers.get("X-Request-Id")
+        self.cache_control = headers.get("Cache-Control")
+        self.client_ip = request.remote or ""
+
+
+class Streamed(NamedTuple):
+    """A streaming answer: its first chunk (already produced), the iterator of the rest, and
+    headers beyond the SSE ones (request id, CORS, what the gate adds)."""
+
+    first: Any
+    rest: Any
+    headers: dict[str, str]
+
+
+Reply = tuple[int, bytes, dict[str, str]] | Streamed
+
+
+async def chat_reply(app: web.Application, raw: bytes, head: Head) -> Reply:
+    """A chat completion request body in, an answer out: (status, JSON body, headers) or a stream."""
+    started = time.perf_counter()
+    rid = request_id(head.request_id)
+    origin = head.origin
+    guard = app[GUARD]
+    refusal = guard.origin_refusal(origin)
+    if refusal is not None:
+        return error_reply(refusal, {"x-request-id": rid}, rid)
+    extra_headers = {"x-request-id": rid}
+    if origin is not None:
+        extra_headers.update(guard.cors_headers(origin))
+    served = Served(app.get(GATE), rid, started, head.client_ip)
+    reply = await _answer(app, raw, head, served)
+    if isinstance(reply, Streamed):
+        headers = {**reply.headers, **extra_headers, **served.headers()}
+        return Streamed(reply.first, served.watch(reply.rest), headers)
+    status, body, headers = reply
+    served.finished(status, body)
+    return status, body, {**headers, **extra_headers, **served.headers()}
+
+
+async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) -> Reply:
+    """Check, parse, admit and run one request; every failure an OpenAI-shaped error."""
+    approaches = app[APPROACHES]
+    try:
+        client = served.authenticate(bearer(head.authorization), head.client_ip)
+        if raw:
+            refusal = content_type_refusal(head.content_type)
+            if refusal is not None:
+                raise refusal
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        if isinstance(data, dict | list):
+            check_depth(data)
+        validate_request(data)
+        options = app[OPTIONS]
+        chain = resolve_chain(data, approaches, options.approach, app[ALLOWED])
+        extra: dict[str, Any] = {}
+        if "hulumanage_approach" in data:
+            extra["hulumanage_approach"] = data.pop("hulumanage_approach")
+        for name in app[PARAMS].intersection(data):
+            extra[name] = data.pop(name)
+        # a gateway key is never sent upstream: with client keys on, the bearer token is the gateway's
+        api_key = None if served.keys_required else bearer(head.authorization)
+        limit = options.max_fanout
+        base = options.approach
+        if base in chain or not getattr(approaches.get(base), "terminal", False):
+            base = "none"
+        fanout = Fanout(limit)
+        stream = data.get("stream") is True
+        call = Call(
+            request=data,
+            extra=extra,
+            stream=stream,
+            client=layer_client(
+                chain[1:], approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=chain,
+                fanout=fanout,
+            ),
+            app=app,
+            approaches=approaches,
+            api_key=api_key,
+            chain=chain,
+            allowed=app[ALLOWED],
+            fanout=fanout,
+        )
+        worst, how = declared_fanout(chain, approaches, call)
+        if worst > limit:
+            raise fanout_error(limit, f"this request could make {worst} upstream calls ({how})")
+        ticket = await served.admit(client, GateRequest(data, chain, stream, head.client_ip, served.request_id,
+                                                        head.cache_control or ""))
+        if ticket is not None:  # every upstream call of this request reports to it, composed layers too
+            call = call.replace(ticket=ticket, client=layer_client(
+                chain[1:], approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=chain,
+                fanout=fanout, ticket=ticket,
+            ))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("request model=%s approach=%s stream=%s", data.get("model"), "&".join(chain), stream)
+        answer = served.cached()
+        result = answer if answer is not None else await approaches[chain[0]].run(call)
+        if not is_stream(result):
+            return completion_body(result)
+        iterator = aiter(result)
+        try:
+            first = await anext(iterator)
+        except StopAsyncIteration:
+            raise ApiError(502, "the approach produced an empty stream", "server_error", "empty_stream") from None
+        served.first_chunk(first)
+        return Streamed(first, iterator, {})
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
+        return error_reply(exc, {}, served.request_id)
+
+
+def error_reply(exc: BaseException, headers: dict[str, str] | None = None,
+                rid: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+    """(status, JSON body, headers) of the OpenAI-shaped error for ``exc`` (unexpected ones logged).
+
+    With ``rid``, the error names the request id (``error.request_id``).
+    """
+    if not isinstance(getattr(exc, "status_code", None), int):
+        logger.exception("unexpected error while serving a chat completion (request %s)", rid or "-", exc_info=exc)
+    status, payload, extra = error_payload(exc)
+    if rid is not None:
+        payload["error"]["request_id"] = rid
+    return status, orjson.dumps(payload), {"Content-Type": "application/json", **extra, **(headers or {})}
+
+
+async def close_stream(iterator: Any) -> None:
+    """Close an approach's stream iterator (its upstream goes back or closes now)."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,166 @@
+"""The request gate as the host sees it: one gate for every chat request, whatever the approach.
+
+A plugin offers the gate through the ``request_gate(app)`` hook, asked once when the
+server has started (after every ``lifespan``); the host calls it from ``chat.chat_reply``,
+which both front ends share, so the fast path stays on and no approach can bypass it.
+The gate's objects are duck-typed (the plugin imports nothing from the host):
+
+``gate``
+    ``keys_required`` (bool: clients authenticate; their bearer token is the gateway's and
+    never goes upstream), ``authenticate(api_key, client_ip) -> client`` (raise an error
+    with ``status_code`` to refuse, e.g. 401), ``admit(client, request) -> ticket`` (or an
+    awaitable of one; raise to refuse, e.g. 403 or 429 with ``headers``).
+``ticket`` (one per admitted request)
+    ``answer`` (None, or the gate's own answer, e.g. a cache hit: a raw response or an
+    async iterator of SSE bytes; no approach runs then), ``headers() -> dict`` (extra
+    response headers, asked when the response head is built), ``record(provider, model,
+    usage)`` (terminal approaches report every upstream answer's usage), ``tap`` (None, or
+    a callable given every body part the client gets), ``finish(status, complete, ttft,
+    total)`` (once, when the response has ended or the client left), ``log_fields() ->
+    dict`` (what the access log adds: client, provider, tokens, cost, cache result).
+
+The access log (logger ``hulumanage.access``, one JSON line per request at INFO) is the
+host's: it is written here, with the gate's fields when there is a gate.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import orjson
+
+from hulumanage.results import sse_event
+
+access_log = logging.getLogger("hulumanage.access")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id(given: str | None) -> str:
+    """The client's ``x-request-id`` when it is 1-128 of ``A-Za-z0-9._:-``, else a new one."""
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return secrets.token_hex(12)
+
+
+class GateRequest:
+    """What the gate is told of a request: its body, approach chain, stream flag, client and headers."""
+
+    __slots__ = ("body", "cache_control", "chain", "client_ip", "request_id", "stream")
+
+    def __init__(self, body: dict[str, Any], chain: tuple[str, ...], stream: bool, client_ip: str, rid: str,
+                 cache_control: str) -> None:
+        self.body = body          # as the client sent it, the approach prefix stripped from ``model``
+        self.chain = chain
+        self.stream = stream
+        self.client_ip = client_ip
+        self.request_id = rid
+        self.cache_control = cache_control
+
+
+class Served:
+    """One request's passage through the gate and the access log (a no-op without either)."""
+
+    __slots__ = ("chain", "client_ip", "gate", "model", "request_id", "started", "status", "ticket", "ttft")
+
+    def __init__(self, gate: Any, rid: str, started: float, client_ip: str) -> None:
+        self.gate = gate
+        self.client_ip = client_ip
+        self.request_id = rid
+        self.started = started
+        self.ticket: Any = None
+        self.ttft: float | None = None
+        self.chain: tuple[str, ...] = ()
+        self.model: str | None = None
+        self.status = 0
+
+    @property
+    def keys_required(self) -> bool:
+        """Whether clients authenticate with gateway keys (which then never go upstream)."""
+        return self.gate is not None and bool(self.gate.keys_required)
+
+    def authenticate(self, api_key: str | None, client_ip: str) -> Any:
+        """Who is calling (the gate decides; None without a gate)."""
+        return None if self.gate is None else self.gate.authenticate(api_key, client_ip)
+
+    async def admit(self, client: Any, request: GateRequest) -> Any:
+        """The gate's ticket for the request (None without a gate); raises the gate's refusal."""
+        self.chain = request.chain
+        self.model = request.body.get("model")
+        if self.gate is None:
+            return None
+        ticket = self.gate.admit(client, request)
+        if inspect.isawaitable(ticket):
+            ticket = await ticket
+        self.ticket = ticket
+        return ticket
+
+    def cached(self) -> Any:
+        """The gate's own answer (a cache hit), or None."""
+        return None if self.ticket is None else self.ticket.answer
+
+    def first_chunk(self, first: Any) -> None:
+        """A stream's first chunk is in: time to first token, and the tap sees it."""
+        self.ttft = time.perf_counter() - self.started
+        tap = None if self.ticket is None else self.ticket.tap
+        if tap is not None:
+            tap(sse_event(first))
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers from the gate (rate limits, cache result, who answered)."""
+        return {} if self.ticket is None else self.ticket.headers()
+
+    def finished(self, status: int, body: bytes | None = None, complete: bool = True) -> None:
+        """The response has ended: the gate settles, the access log gets its line."""
+        self.status = status
+        total = time.perf_counter() - self.started
+        ticket = self.ticket
+        if ticket is not None:
+            if body is not None and ticket.tap is not None:
+                ticket.tap(body)
+            ticket.finish(status, complete, self.ttft, total)
+        if access_log.isEnabledFor(logging.INFO):
+            self._log(total, complete)
+
+    def watch(self, rest: Any) -> Any:
+        """``rest`` of a stream, seen by the gate and the access log as it goes out."""
+        if self.ticket is None and not access_log.isEnabledFor(logging.INFO):
+            return rest
+        return self._watched(rest)
+
+    async def _watched(self, rest: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+        complete = False
+        tap = None if self.ticket is None else self.ticket.tap
+        try:
+            async for chunk in rest:
+                if tap is not None:
+                    tap(sse_event(chunk))
+                yield chunk
+            complete = True
+        finally:
+            aclose = getattr(rest, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self.finished(200, None, complete)
+
+    def _log(self, total: float, complete: bool) -> None:
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "request_id": self.request_id,
+            "client": self.client_ip,
+            "approach": "&".join(self.chain) or None,
+            "model": self.model,
+            "status": self.status,
+            "total_ms": round(total * 1000, 2),
+            "ttft_ms": None if self.ttft is None else round(self.ttft * 1000, 2),
+            "complete": complete,
+        }
+        if self.ticket is not None:
+            line.update(self.ticket.log_fields())
+        access_log.info("%s", orjson.dumps(line).decode())

@@ -1,0 +1,125 @@
+"""The proxy's request gate: every chat request the server serves passes through it, whatever the approach.
+
+The host asks for it once (``request_gate`` hook) and calls it for every chat request
+(``hulumanage/gate.py`` says how). The gate is built once per runtime and reads the
+current configuration at each request, so a reload applies at once. The parts:
+
+- who calls and what they may use: client keys, models per key (``clients.py``);
+- how much: rate limits and budgets, reserved before upstream and settled after (``limits.py``, ``budgets.py``);
+- what it cost: prices and spend (``prices.py``, ``spend.py``);
+- the response cache (``cache.py``); metrics (``proxy_plugin/metrics.py``).
+
+A :class:`Ticket` is one admitted request. The dispatch loop reports every upstream
+attempt to it (``attempted``) and every answer's usage (``record``); the host reports how
+the response ended (``finish``). What must not overshoot (tokens per minute, budgets) is
+reserved in ``admit`` and settled in ``finish``, once, whatever happened in between.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxy_plugin.attempts import Outcome
+    from proxy_plugin.runtime import ProxyRuntime
+
+
+class Client:
+    """Who is calling: a client key's id, or ``anonymous`` (with the caller's IP)."""
+
+    __slots__ = ("id", "ip", "key")
+
+    def __init__(self, id: str, ip: str, key: Any = None) -> None:
+        self.id = id
+        self.ip = ip
+        self.key = key  # the key's configuration (limits, budget, models), None when anonymous
+
+
+class RequestGate:
+    """The request gate of one proxy runtime (see the module docstring)."""
+
+    def __init__(self, runtime: ProxyRuntime) -> None:
+        self.runtime = runtime
+
+    @property
+    def keys_required(self) -> bool:
+        """Whether clients must present a gateway key (and their bearer token never goes upstream)."""
+        return False
+
+    def authenticate(self, api_key: str | None, client_ip: str) -> Client:
+        """Who is calling; raises a 401 for a missing or unknown key when keys are configured."""
+        return Client("anonymous", client_ip)
+
+    def admit(self, client: Client, request: Any) -> Ticket:
+        """Admit one parsed request (model allowed, limits reserved, cache looked up), or raise the refusal."""
+        return Ticket(self, client, request)
+
+
+class Ticket:
+    """One admitted request: what it reserved, who answered it, what it used."""
+
+    __slots__ = ("answer", "attempts", "client", "completion_tokens", "gate", "model", "prompt_tokens", "provider",
+                 "provider_model", "request", "tap", "usd", "wants_usage")
+
+    def __init__(self, gate: RequestGate, client: Client, request: Any) -> None:
+        self.gate = gate
+        self.client = client
+        self.request = request
+        self.model: str = request.body.get("model", "")
+        self.answer: Any = None          # the gate's own answer (a cache hit)
+        self.tap: Any = None             # set when the cache wants the body
+        self.wants_usage = False         # ask streams for usage (a token limit, a budget or prices need it)
+        self.attempts = 0
+        self.provider: str | None = None
+        self.provider_model: str | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.usd = 0.0
+
+    # -- from the dispatch loop and terminal approaches ----------------------------------
+
+    def attempting(self) -> None:
+        """An upstream attempt starts."""
+        self.attempts += 1
+
+    def answering(self, provider: str, model: str) -> None:
+        """This provider answers the request."""
+        self.provider, self.provider_model = provider, model
+
+    def attempted(self, provider: str, model: str, outcome: Outcome, seconds: float) -> None:
+        """One upstream attempt ended."""
+
+    def record(self, provider: str, model: str, usage: dict[str, Any]) -> None:
+        """An upstream answer's usage (every call of a composed or wrapped request adds up)."""
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        self.prompt_tokens += prompt if isinstance(prompt, int) else 0
+        self.completion_tokens += completion if isinstance(completion, int) else 0
+        if self.provider is None:
+            self.provider, self.provider_model = provider, model
+
+    # -- from the host -----------------------------------------------------------------
+
+    def headers(self) -> dict[str, str]:
+        """Who answered and after how many upstream attempts."""
+        headers: dict[str, str] = {}
+        if self.provider is not None:
+            headers["x-hulumanage-provider"] = self.provider
+        if self.attempts:
+            headers["x-hulumanage-attempts"] = str(self.attempts)
+        return headers
+
+    def finish(self, status: int, complete: bool, ttft: float | None, total: float) -> None:
+        """The response has ended: settle what was reserved."""
+
+    def log_fields(self) -> dict[str, Any]:
+        """The access log's fields from the gate: client, provider, tokens, cost, cache result."""
+        return {
+            "client": self.client.id if self.client.key is not None else self.client.ip,
+            "provider": self.provider,
+            "provider_model": self.provider_model,
+            "attempts": self.attempts,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.usd,
+            "cache": None,
+        }
