@@ -83,7 +83,10 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
         # must happen here at startup, not on the event loop under the first such request.
         import openai  # noqa: F401
     if options.approach not in approaches:
-        raise StartupError(f"unknown --approach {options.approach!r}; known approaches: {', '.join(sorted(approaches))}")
+        close = difflib.get_close_matches(options.approach, list(approaches), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise StartupError(f"unknown --approach {options.approach!r}{hint}; "
+                           f"known approaches: {', '.join(sorted(approaches))}")
     allowed = allowed_approaches(options.allow_approaches, options.approach, approaches)
     if options.max_fanout < 1:
         raise StartupError(f"--max-fanout must be at least 1, got {options.max_fanout}")

@@ -166,7 +166,7 @@ class Attempts:
     def record(self, provider: Provider, mapped: str, outcome: Outcome) -> None:
         """Note a failed attempt and charge it to the provider when it is the provider's fault."""
         self.sent += 1
-        detail = outcome.detail
+        detail = outcome.detail + provider.hint_404 if outcome.status == 404 else outcome.detail
         self.errors.append((provider.name, detail))
         failure = outcome.failure
         if failure is Failure.CONTEXT_LENGTH:

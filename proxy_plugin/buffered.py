@@ -12,6 +12,7 @@ import orjson
 
 from proxy_plugin.attempts import Attempts, Outcome
 from proxy_plugin.classify import Failure
+from proxy_plugin.errors import caller_error
 from proxy_plugin.provider import Provider
 from proxy_plugin.upstream import Connection
 
@@ -98,8 +99,10 @@ class BufferedExchange:
         raise NotImplementedError
 
     def refused(self, outcome: Outcome, provider: Provider) -> RawResponse:
-        """The provider's own error for a request that is the caller's fault, as it sent it."""
-        return RawResponse(outcome.status or 400, outcome.body, JSON_HEADERS)
+        """The provider's own error for a request that is the caller's fault (OpenAI-shaped: as it sent it)."""
+        status = outcome.status or 400
+        _error, body = caller_error(provider.name, status, outcome.body)
+        return RawResponse(status, body, JSON_HEADERS)
 
     def failed(self, outcome: Outcome) -> None:
         """Nothing to remember: the next attempt starts from scratch."""

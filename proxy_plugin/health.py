@@ -35,7 +35,7 @@ async def check(pool: Pool, provider: Provider) -> bool:
             async with pool.session.get(provider.models_url, headers=headers, **_via(provider)) as resp:
                 body = await resp.read()
                 ok = resp.status == 200
-                detail = f"health check answered {resp.status}"
+                detail = f"health check answered {resp.status}" + (provider.hint_404 if resp.status == 404 else "")
                 error_class = "provider_config" if resp.status in (401, 403, 404) else "transient"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         ok, detail, error_class = False, f"health check: {describe_exception(exc)}", "transient"

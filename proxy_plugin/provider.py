@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from proxy_plugin.config import ProviderConfig, TimeoutConfig
 from proxy_plugin.provider_state import ProviderState
@@ -20,7 +22,8 @@ class Provider:
     configuration (see :mod:`proxy_plugin.provider_state`).
     """
 
-    __slots__ = ("chat_url", "config", "endpoint", "headers", "index", "models_url", "name", "state", "timeouts")
+    __slots__ = ("chat_url", "config", "endpoint", "headers", "hint_404", "index", "models_url", "name", "state",
+                 "timeouts")
 
     def __init__(
         self, config: ProviderConfig, index: int, state: ProviderState, timeouts: TimeoutConfig,
@@ -32,9 +35,10 @@ class Provider:
         self.state = state
         self.timeouts = timeouts
         self.headers = provider_headers(config)
-        self.chat_url = f"{config.base_url}/chat/completions"
-        self.models_url = f"{config.base_url}/models"
+        self.chat_url = provider_url(config, "/chat/completions")
+        self.models_url = provider_url(config, "/models")
         self.endpoint: Endpoint = client.endpoint(self.chat_url, self.headers)
+        self.hint_404 = missing_version_hint(config)  # what a 404 from it may mean, said where it shows
 
     def map_model(self, model: str) -> str:
         """The provider's name for the model the client asked for."""
@@ -84,3 +88,28 @@ def provider_headers(config: ProviderConfig) -> dict[str, str]:
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
     return headers
+
+
+def provider_url(config: ProviderConfig, path: str) -> str:
+    """``path`` under the provider's base URL, with the base URL's query and ``query`` kept as the query.
+
+    ``https://x.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-06-01`` and
+    ``/chat/completions`` give ``.../deployments/gpt-4o/chat/completions?api-version=2024-06-01``.
+    """
+    parts = urlsplit(config.base_url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.update((k, v) for k, v in config.query.items() if k not in query)  # the URL's own win
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, urlencode(query), ""))
+
+
+_VERSION = re.compile(r"v\d+(\.\d+)?([a-z]+\d*)?", re.IGNORECASE)  # v1, v2, v1beta, v1.1
+
+
+def missing_version_hint(config: ProviderConfig) -> str:
+    """A hint for a 404 from a provider whose base URL has no version segment (``/v1``), else ``""``."""
+    parts = urlsplit(config.base_url)
+    last = parts.path.rstrip("/").rpartition("/")[2]
+    if _VERSION.fullmatch(last) or "api-version" in parts.query or "api-version" in config.query:
+        return ""
+    return (f" (its base_url {parts.scheme}://{parts.netloc}{parts.path or '/'} does not end in a version segment: "
+            "most OpenAI-compatible servers want one, such as /v1)")

@@ -20,6 +20,11 @@ from proxy_plugin.upstream import UpstreamClient
 logger = logging.getLogger(__name__)
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 provider``, ``2 providers``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _apply_log_level(level: str) -> None:
     """``monitoring.log_level`` for the plugin's loggers; a more verbose host level (``--log-level DEBUG``) wins."""
     wanted = logging.getLevelName(level)
@@ -63,7 +68,7 @@ class ProxyRuntime:
             await self.close()
             raise
         self._health.start()
-        logger.info("proxy ready: %d providers (%s), strategy %s, config %s", len(self.config.providers),
+        logger.info("proxy ready: %s (%s), strategy %s, config %s", plural(len(self.config.providers), "provider"),
                     ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)
 
     async def prepare_reload(self) -> PreparedReload:
@@ -95,7 +100,7 @@ class ProxyRuntime:
         self.reloads += 1
         _apply_log_level(config.monitoring.log_level)
         self._health.poke()
-        logger.info("proxy configuration reloaded from %s: %d providers", self.path, len(config.providers))
+        logger.info("proxy configuration reloaded from %s: %s", self.path, plural(len(config.providers), "provider"))
         return {"reloaded": True, "providers": [p.name for p in config.providers], "reloads": self.reloads}
 
     async def close(self) -> None:

@@ -20,7 +20,7 @@ import orjson
 from proxy_plugin.attempts import MAX_ERROR_BODY, Attempts, Outcome
 from proxy_plugin.classify import Failure
 from proxy_plugin.dispatch import NEXT, RETRY
-from proxy_plugin.errors import ProxyError
+from proxy_plugin.errors import ProxyError, caller_error
 from proxy_plugin.provider import Provider
 from proxy_plugin.sse import DONE_EVENT, DONE_PAYLOAD, data_events, event
 from proxy_plugin.upstream import Connection
@@ -303,8 +303,7 @@ class StreamedExchange:
     def refused(self, outcome: Outcome, provider: Provider) -> str:
         """A caller's error before anything was sent is the client's; after, try the provider without prefill."""
         if not self.relayed.sent:
-            raise ProxyError(outcome.status or 400, f"the provider rejected the request ({outcome.detail})",
-                             "invalid_request_error", body=_json(outcome.body))
+            raise caller_error(provider.name, outcome.status or 400, outcome.body)[0]
         if self.prefilled:
             self.prefill = False  # the provider rejected the prefill: restart there instead
             logger.info("provider %s rejected a prefill continuation; restarting instead", provider.name)
@@ -342,11 +341,3 @@ class StreamedExchange:
 def _deadline_passed(deadline: float) -> bool:
     """Whether a timeout that just fired was the attempt's deadline (not an idle gap)."""
     return time.monotonic() >= deadline - 0.005
-
-
-def _json(body: bytes) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None

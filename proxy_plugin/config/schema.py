@@ -57,6 +57,8 @@ class ProviderConfig:
     headers: Mapping[str, str] = opt(factory=empty_map, secret=True, check=header_item)
     supports_prefill: bool = opt(False)
     timeouts: TimeoutOverrides = dataclasses.field(default_factory=TimeoutOverrides)
+    # query parameters on every request to it (Azure's api-version); a query in base_url counts too
+    query: Mapping[str, str] = opt(factory=empty_map, secret=True)
 
     def __hash__(self) -> int:
         """Hash by value (the mappings are read-only)."""
