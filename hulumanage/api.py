@@ -120,7 +120,24 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def not_found(request: web.Request) -> web.Response:
-    """OpenAI-shaped 404 for unknown paths under /v1 (``OPTIONS`` there: a CORS preflight)."""
+    """OpenAI-shaped 404 for an unknown path, 405 (with ``Allow``) for a known path asked with another method.
+
+    Registered last, for every path and method, so no request gets aiohttp's plain-text
+    answer; ``OPTIONS`` here is a CORS preflight.
+    """
     if request.method == "OPTIONS":
         return await preflight(request)
+    allowed: set[str] = set()
+    here = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not here:
+            match, methods = await resource.resolve(request)
+            if match is None:
+                allowed |= {m for m in methods if m not in ("*", "HEAD")}
+    if allowed:
+        methods = ", ".join(sorted(allowed))
+        response = error_response(ApiError(405, f"{request.method} is not allowed on {request.path}; use {methods}",
+                                           code="method_not_allowed"))
+        response.headers["Allow"] = methods
+        return response
     return error_response(ApiError(404, f"no route for {request.method} {request.path}", code="not_found"))

@@ -110,6 +110,5 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
     app[GATE] = None
     app.on_startup.append(_request_gate)  # after every lifespan's start (cleanup_ctx runs first)
     pm.hook.register_routes(app=app, options=options)
-    app.router.add_route("OPTIONS", "/{tail:.*}", api.preflight)
-    app.router.add_route("*", "/v1/{tail:.*}", api.cross_site_checked(api.not_found))
+    app.router.add_route("*", "/{tail:.*}", api.cross_site_checked(api.not_found))  # OpenAI-shaped 404/405, preflights
     return app

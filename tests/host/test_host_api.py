@@ -125,7 +125,7 @@ async def test_models(fakes, proxy, http) -> None:
     [
         ("GET", "/v1/nothing-here"),
         ("POST", "/v1/completions"),
-        ("GET", "/v1/chat/completions"),
+        ("GET", "/v1/chat/nothing"),  # GET /v1/chat/completions is a 405: tests/realworld/test_routes.py
         ("DELETE", "/v1/models/x"),
     ],
 )
