@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from support.harness import free_port
 from support.helpers import USER, until
+from support.upstream import serving
 
 COMPLETION = {"id": "c", "object": "chat.completion", "model": "gpt-4o", "system_fingerprint": "azure-like",
               "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
@@ -27,16 +27,8 @@ async def azure() -> AsyncIterator[tuple[str, list[str]]]:
             return web.json_response(COMPLETION)
         return web.json_response({"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/openai/deployments/gpt-4o", seen
-    finally:
-        await runner.cleanup()
+    async with serving(handle) as url:
+        yield f"{url}/openai/deployments/gpt-4o", seen
 
 
 @pytest.mark.parametrize("how", ["in base_url", "as query"])

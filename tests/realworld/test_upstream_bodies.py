@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import openai
 import pytest
 from aiohttp import web
-from support.harness import free_port
 from support.helpers import USER
+from support.upstream import serving
 
 HTML_502 = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
 
@@ -16,24 +17,15 @@ HTML_502 = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad G
 @pytest.fixture
 async def raw_upstream() -> AsyncIterator[Callable[[int, str, str], str]]:
     """Start upstreams that answer every chat request with ``status``, ``content_type`` and ``text``."""
-    runners: list[web.AppRunner] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(status: int, content_type: str, text: str) -> str:
-        async def handle(request: web.Request) -> web.Response:
-            return web.Response(status=status, text=text, content_type=content_type)
+        async def start(status: int, content_type: str, text: str) -> str:
+            async def handle(request: web.Request) -> web.Response:
+                return web.Response(status=status, text=text, content_type=content_type)
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{port}/v1"
+            return await stack.enter_async_context(serving(handle)) + "/v1"
 
-    yield start  # type: ignore[misc]
-    for runner in runners:
-        await runner.cleanup()
+        yield start  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
