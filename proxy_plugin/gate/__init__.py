@@ -62,6 +62,12 @@ class RequestGate:
         runtime = self.runtime
         return runtime.metrics if runtime.config.metrics.enabled else None
 
+    def limited(self, reason: str) -> None:
+        """Count a refusal by a limit (``rpm``, ``tpm``, ``parallel``), a ``budget`` or ``auth`` (call it when raising it)."""
+        metrics = self.metrics()
+        if metrics is not None:
+            metrics.limited(reason)
+
     def refused(self, status: int, chain: tuple[str, ...], model: object, total: float) -> None:
         """A request ended without a ticket (refused, or invalid before admission): counted all the same."""
         metrics = self.metrics()

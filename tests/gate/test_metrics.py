@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.helpers import USER, entry
 
 from hulumanage.sim import ok, server_error
+from proxy_plugin.approach import RUNTIME
 
 MAPPED = {"model_map": {"gpt-4": "gpt-4"}}
 NO_BREAKER = {"circuit_breaker": {"enabled": False}, "retries": {"attempts_per_provider": 1}}
@@ -170,3 +171,16 @@ async def test_per_client_series_only_when_asked(fakes, proxy, http) -> None:
         answer.usage.completion_tokens
     # the series never carry a client label
     assert all("client" not in dict(labels) for name, labels in m if not name.startswith("hulumanage_client_"))
+
+
+async def test_refusals_by_reason_and_only_the_known_reasons(fakes, proxy, http) -> None:
+    (a,) = await fakes("a")
+    host = await proxy([entry(a)])
+    gate = host.app[RUNTIME].gate
+    for reason in ("rpm", "rpm", "budget", "made-up"):  # what the limits, budgets and keys call when they refuse
+        gate.limited(reason)
+    m = await scrape(http, host)
+    assert value(m, "hulumanage_rate_limited_total", reason="rpm") == 2
+    assert value(m, "hulumanage_rate_limited_total", reason="budget") == 1
+    assert {dict(labels)["reason"] for name, labels in m if name == "hulumanage_rate_limited_total"} == {
+        "rpm", "tpm", "parallel", "budget", "auth"}
