@@ -84,6 +84,8 @@ class Metrics:
         r.register(_StateCollector(pool))
         self.clients: _ClientSeries | None = None
         self._children: dict[Any, Any] = {}
+        self._series: dict[tuple[tuple[str, ...], str], _RequestSeries] = {}
+        self._tokens: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._known: set[str] = set()
         self._known_for: object = None
         # the JSON summary's plain counts
@@ -127,12 +129,17 @@ class Metrics:
 
     def record(self, provider: str, model: str, prompt: int, completion: int) -> None:
         """One upstream answer's token usage."""
-        label = self.model_label(model)
-        children = self._children
+        key = (provider, model)
+        children = self._tokens.get(key)
+        if children is None:  # cached for the configuration's models only (so the cache stays bounded too)
+            label = self.model_label(model)
+            children = (self.tokens.labels(provider, label, "prompt"), self.tokens.labels(provider, label, "completion"))
+            if label != OTHER:
+                self._tokens[key] = children
         if prompt:
-            _child(children, self.tokens, ("prompt", provider, label), provider, label, "prompt").inc(prompt)
+            children[0].inc(prompt)
         if completion:
-            _child(children, self.tokens, ("completion", provider, label), provider, label, "completion").inc(completion)
+            children[1].inc(completion)
             self.generated += completion
 
     def spent(self, provider: str | None, model: str | None, usd: float) -> None:
@@ -144,13 +151,19 @@ class Metrics:
     def finished(self, chain: tuple[str, ...], model: object, stream: bool, status: int, ttft: float | None,
                  total: float, upstream: float) -> None:
         """A request's response has ended (``upstream``: seconds spent in upstream attempts)."""
-        approach = "&".join(chain) or UNRESOLVED
         label = self.model_label(model)
-        children = self._children
-        _child(children, self.requests, ("request", approach, label, status), approach, label, str(status)).inc()
-        _child(children, self.duration, ("duration", approach, label), approach, label).observe(total)
+        key = (chain, label)
+        series = self._series.get(key)
+        if series is None:
+            approach = "&".join(chain) or UNRESOLVED
+            series = self._series[key] = _RequestSeries(self, approach, label)
+        requests = series.requests.get(status)
+        if requests is None:
+            requests = series.requests[status] = self.requests.labels(series.approach, label, str(status))
+        requests.inc()
+        series.duration.observe(total)
         if ttft is not None:
-            _child(children, self.ttft, ("ttft", approach, label), approach, label).observe(ttft)
+            series.ttft.observe(ttft)
         self.overhead.observe(max(0.0, total - upstream))
         self.total += 1
         self.latency_sum += total
@@ -202,6 +215,18 @@ class Metrics:
             "cache": {"hits": self.hits, "misses": self.misses,
                       "hit_rate": round(self.hits / looked_up, 6) if looked_up else 0.0},
         }
+
+
+class _RequestSeries:
+    """The children of one (approach chain, model label): requests by status, duration, time to first token."""
+
+    __slots__ = ("approach", "duration", "requests", "ttft")
+
+    def __init__(self, metrics: Metrics, approach: str, label: str) -> None:
+        self.approach = approach
+        self.requests: dict[int, Any] = {}
+        self.duration = metrics.duration.labels(approach, label)
+        self.ttft = metrics.ttft.labels(approach, label)
 
 
 class _ClientSeries:
