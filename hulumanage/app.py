@@ -14,6 +14,7 @@ from aiohttp import web
 
 from hulumanage import admin, api
 from hulumanage.appkeys import ALLOWED, APPROACHES, GATE, GUARD, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.gate import access_log_to
 from hulumanage.guard import Guard
 from hulumanage.plugins import collect_approaches, get_plugin_manager
 
@@ -98,6 +99,8 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
     app[APPROACHES] = approaches
     app[PARAMS] = frozenset(p for a in approaches.values() for p in getattr(a, "params", {}) or {})
     app.cleanup_ctx.append(_http_session)
+    if getattr(options, "access_log", None):  # not every command's options have it (the demo's)
+        app.cleanup_ctx.append(access_log_to(options.access_log))
     for generator in pm.hook.lifespan(app=app, options=options):
         if generator is not None:
             app.cleanup_ctx.append(_plugin_lifespan(generator))

@@ -19,8 +19,15 @@ The gate's objects are duck-typed (the plugin imports nothing from the host):
     total)`` (once, when the response has ended or the client left), ``log_fields() ->
     dict`` (what the access log adds: client, provider, tokens, cost, cache result).
 
+``gate.refused(status, chain, model, total)`` (optional) hears of a request that ended without a
+ticket (refused by ``authenticate`` or ``admit``, or invalid before it), so that a
+gate's metrics count every request.
+
 The access log (logger ``hulumanage.access``, one JSON line per request at INFO) is the
-host's: it is written here, with the gate's fields when there is a gate.
+host's: it is written here, with the gate's fields when there is a gate. Without
+``--access-log`` its lines go where the other logs go (stderr, when the level is INFO or
+DEBUG); with ``--access-log PATH`` or ``-`` (stdout) they go there alone, at INFO whatever
+the level, and no longer to stderr (:func:`access_log_to`).
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ import inspect
 import logging
 import re
 import secrets
+import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -40,6 +48,30 @@ from hulumanage.results import sse_event
 access_log = logging.getLogger("hulumanage.access")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def access_log_to(target: str) -> Callable[[Any], AsyncIterator[None]]:
+    """An aiohttp ``cleanup_ctx`` sending the access log to ``target`` (a file, or ``-``: stdout) while the app runs.
+
+    The lines are the JSON alone, at INFO whatever ``--log-level`` says, and stop going to
+    the root logger's handlers (stderr): a file access log does not double as console noise.
+    """
+    async def ctx(_app: Any) -> AsyncIterator[None]:
+        handler = logging.StreamHandler(sys.stdout) if target == "-" else logging.FileHandler(target, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
+        try:
+            yield
+        finally:
+            access_log.removeHandler(handler)
+            if not access_log.handlers:
+                access_log.propagate = True
+                access_log.setLevel(logging.NOTSET)
+            handler.close()
+
+    return ctx
 
 
 def request_id(given: str | None) -> str:
@@ -125,6 +157,10 @@ class Served:
             if body is not None and ticket.tap is not None:
                 ticket.tap(body)
             ticket.finish(status, complete, self.ttft, total)
+        elif self.gate is not None:
+            refused = getattr(self.gate, "refused", None)
+            if refused is not None:
+                refused(status, self.chain, self.model, total)
         if access_log.isEnabledFor(logging.INFO):
             self._log(total, complete)
 

@@ -49,6 +49,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                         help="serve chat completions through aiohttp too, not the lean HTTP/1.1 fast path "
                              "(same answers, more CPU per request; for comparison or if the fast path misbehaves)")
+    parser.add_argument("--access-log", metavar="PATH|-", default=None,
+                        help="write the access log (one JSON line per chat request, logger hulumanage.access) to "
+                             "PATH, or to stdout with '-', at INFO whatever --log-level says, and not to stderr "
+                             "(default: stderr with the other logs, when --log-level is INFO or DEBUG)")
     # -- connections (the connection cap; read deadlines are in fastpath/fastguard) --
     parser.add_argument("--max-connections", type=int, default=None, metavar="N",
                         help="most client connections open at once; past it a new connection is accepted and "

@@ -12,6 +12,7 @@ budgets, metrics) hooks in here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,6 +23,8 @@ from proxy_plugin.provider import Provider
 
 if TYPE_CHECKING:
     from proxy_plugin.pool import Pool
+
+logger = logging.getLogger(__name__)
 
 #: What :meth:`Exchange.refused` returns to try the same provider again / move on to the next one.
 RETRY = "retry"
@@ -102,10 +105,9 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
                     exchange.start(provider)
                     attempt = 0
                     while attempt < tries and exchange.may_try():
-                        began = 0.0
                         if observer is not None:
                             observer.attempting()
-                            began = time.perf_counter()
+                        began = time.perf_counter()
                         outcome = await exchange.attempt(provider, mapped, run)
                         if outcome.ok and observer is not None:
                             observer.answering(provider.name, mapped)
@@ -116,6 +118,8 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
                             outcome = exchange.broke or outcome
                         if observer is not None:
                             observer.attempted(provider.name, mapped, outcome, time.perf_counter() - began)
+                        if logger.isEnabledFor(logging.DEBUG):
+                            _log_attempt(provider.name, mapped, outcome, time.perf_counter() - began)
                         if outcome.ok:
                             if outcome.answer is not None:
                                 yield outcome.answer
@@ -137,3 +141,13 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
         finally:
             exchange.close()
         raise exchange.exhausted(run)
+
+
+def _log_attempt(provider: str, model: str, outcome: Outcome, seconds: float) -> None:
+    """DEBUG: who answered and how long it took (or how the attempt failed), beside the routing plan."""
+    took = f" in {seconds * 1000:.1f} ms"
+    if outcome.ok:
+        logger.debug("answered model=%s provider=%s%s", model, provider, took)
+    else:
+        failure = outcome.failure.value if outcome.failure is not None else "-"
+        logger.debug("attempt failed model=%s provider=%s class=%s (%s)%s", model, provider, failure, outcome.detail, took)

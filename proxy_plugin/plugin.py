@@ -14,6 +14,7 @@ from proxy_plugin import hookimpl
 from proxy_plugin.approach import RUNTIME, ProxyApproach
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ConfigError, find_config_path
+from proxy_plugin.metrics_http import handler as metrics_handler
 from proxy_plugin.runtime import ProxyRuntime
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,12 @@ def list_models(app: web.Application) -> list[dict[str, Any]]:
         for model in provider.models:
             models.setdefault(model, {"id": model, "object": "model", "created": 0, "owned_by": provider.name})
     return list(models.values())
+
+
+@hookimpl
+def register_routes(app: web.Application, options: argparse.Namespace) -> None:
+    """``GET /metrics`` (Prometheus text, or a JSON summary; ``metrics:`` in the proxy configuration)."""
+    app.router.add_get("/metrics", metrics_handler(lambda app: app.get(RUNTIME)))
 
 
 @hookimpl

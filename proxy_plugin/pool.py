@@ -64,6 +64,7 @@ class Pool:
         self.in_flight = 0
         self.rejected = 0
         self.requests = 0
+        self.waiting = 0  # requests waiting for a place in the queue (hulumanage_queue_waiting)
 
     # -- entry points --------------------------------------------------------------
 
@@ -138,6 +139,7 @@ class _Admission:
         pool = self.pool
         queue = pool._queue
         if queue.locked():
+            pool.waiting += 1
             try:
                 async with asyncio.timeout(pool.config.queue.timeout):
                     await queue.acquire()
@@ -150,6 +152,8 @@ class _Admission:
                     f"{pool.config.queue.timeout:g}s; retry later or raise queue.max_concurrent",
                     "server_error", "queue_full", {"Retry-After": "1"},
                 ) from None
+            finally:
+                pool.waiting -= 1
         else:
             await queue.acquire()
         pool.in_flight += 1

@@ -14,7 +14,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from proxy_plugin.breaker import HALF_OPEN, Breaker
+from proxy_plugin.breaker import CLOSED, HALF_OPEN, Breaker
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import CircuitBreakerConfig, MonitoringConfig, ProviderConfig
 
@@ -181,6 +181,10 @@ class ProviderState:
         for breaker in self._breakers.values():
             breaker.health_check_passed()
             breaker.probe_now()
+
+    def circuits_open(self) -> int:
+        """How many of this provider's circuits (the whole provider's, each model's) are not closed."""
+        return sum(breaker.snapshot()["state"] != CLOSED for breaker in self._breakers.values())
 
     def why_unavailable(self, model: str) -> str | None:
         """Why a request for ``model`` would skip this provider now (None: it would not), for error messages."""

@@ -14,6 +14,7 @@ from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ProxyConfig, load_config
 from proxy_plugin.gate import RequestGate
 from proxy_plugin.health import HealthChecker
+from proxy_plugin.metrics import Metrics
 from proxy_plugin.pool import Pool, carried_states
 from proxy_plugin.upstream import UpstreamClient
 
@@ -47,6 +48,7 @@ class ProxyRuntime:
         self.reloads = 0
         self.wrap_client: Any = None  # the pool-backed SDK client of wrapped approaches (wrap.py), built once
         self._health = HealthChecker(lambda: self.current)
+        self.metrics = Metrics(lambda: self.pool, lambda: self.config)  # this runtime's own registry
         self.gate = RequestGate(self)  # every chat request's gate (keys, limits, budgets, cost, cache, metrics)
 
     @property

@@ -12,6 +12,7 @@ from proxy_plugin.config.loader import DEFAULT_PATH, ENV_VAR, ConfigError, find_
 from proxy_plugin.config.schema import (
     CircuitBreakerConfig,
     HealthCheckConfig,
+    MetricsConfig,
     MonitoringConfig,
     ProviderConfig,
     ProxyConfig,
@@ -28,6 +29,7 @@ __all__ = [
     "CircuitBreakerConfig",
     "ConfigError",
     "HealthCheckConfig",
+    "MetricsConfig",
     "MonitoringConfig",
     "ProviderConfig",
     "ProxyConfig",

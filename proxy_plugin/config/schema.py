@@ -129,6 +129,15 @@ class CircuitBreakerConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``GET /metrics`` (Prometheus, or a JSON summary): on, public, and whether client key ids get series."""
+
+    enabled: bool = opt(True)
+    public: bool = opt(True)        # false: /metrics follows the admin rule (the admin token, else loopback only)
+    per_client: bool = opt(False)   # true: the hulumanage_client_* series, labelled by client key id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ProxyConfig:
     """The whole validated proxy configuration; ``source`` is the file it came from."""
 
@@ -139,6 +148,7 @@ class ProxyConfig:
     monitoring: MonitoringConfig = dataclasses.field(default_factory=MonitoringConfig)
     retries: RetryConfig = dataclasses.field(default_factory=RetryConfig)
     circuit_breaker: CircuitBreakerConfig = dataclasses.field(default_factory=CircuitBreakerConfig)
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     source: str = "<config>"
 
     def __hash__(self) -> int:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from proxy_plugin.attempts import Outcome
+    from proxy_plugin.metrics import Metrics
     from proxy_plugin.runtime import ProxyRuntime
 
 
@@ -54,12 +55,32 @@ class RequestGate:
         """Admit one parsed request (model allowed, limits reserved, cache looked up), or raise the refusal."""
         return Ticket(self, client, request)
 
+    # -- metrics (proxy_plugin/metrics.py) ---------------------------------------------
+
+    def metrics(self) -> Metrics | None:
+        """The runtime's metrics, None when ``metrics.enabled`` is off."""
+        runtime = self.runtime
+        return runtime.metrics if runtime.config.metrics.enabled else None
+
+    def limited(self, reason: str) -> None:
+        """Count a refusal by a limit (``rpm``, ``tpm``, ``parallel``), a ``budget`` or ``auth`` (call it when raising it)."""
+        metrics = self.metrics()
+        if metrics is not None:
+            metrics.limited(reason)
+
+    def refused(self, status: int, chain: tuple[str, ...], model: object, total: float) -> None:
+        """A request ended without a ticket (refused, or invalid before admission): counted all the same."""
+        metrics = self.metrics()
+        if metrics is not None:
+            metrics.finished(chain, model, False, status, None, total, 0.0)
+
 
 class Ticket:
     """One admitted request: what it reserved, who answered it, what it used."""
 
-    __slots__ = ("answer", "attempts", "client", "completion_tokens", "gate", "model", "prompt_tokens", "provider",
-                 "provider_model", "request", "tap", "usd", "wants_usage")
+    __slots__ = ("answer", "attempts", "cache", "client", "completion_tokens", "gate", "metrics", "model",
+                 "prompt_tokens", "provider", "provider_model", "request", "saved_usd", "tap", "upstream_seconds",
+                 "usd", "usd_counted", "wants_usage")
 
     def __init__(self, gate: RequestGate, client: Client, request: Any) -> None:
         self.gate = gate
@@ -75,6 +96,12 @@ class Ticket:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.usd = 0.0
+        # metrics (proxy_plugin/metrics.py); the cache sets ``cache`` and, on a hit, ``saved_usd``
+        self.cache: str | None = None    # None (no cache), 'bypass', 'hit' or 'miss'
+        self.saved_usd = 0.0             # what a hit would have cost
+        self.metrics = gate.metrics()
+        self.upstream_seconds = 0.0      # time spent in upstream attempts (the rest is the server's overhead)
+        self.usd_counted = 0.0           # the part of ``usd`` the cost series has counted
 
     # -- from the dispatch loop and terminal approaches ----------------------------------
 
@@ -88,6 +115,9 @@ class Ticket:
 
     def attempted(self, provider: str, model: str, outcome: Outcome, seconds: float) -> None:
         """One upstream attempt ended."""
+        self.upstream_seconds += seconds
+        if self.metrics is not None:
+            self.metrics.attempted(provider, model, outcome, seconds)
 
     def record(self, provider: str, model: str, usage: dict[str, Any]) -> None:
         """An upstream answer's usage (every call of a composed or wrapped request adds up)."""
@@ -96,6 +126,8 @@ class Ticket:
         self.completion_tokens += completion if isinstance(completion, int) else 0
         if self.provider is None:
             self.provider, self.provider_model = provider, model
+        if self.metrics is not None:
+            self._count_usage(provider, model, prompt, completion)
 
     # -- from the host -----------------------------------------------------------------
 
@@ -110,6 +142,8 @@ class Ticket:
 
     def finish(self, status: int, complete: bool, ttft: float | None, total: float) -> None:
         """The response has ended: settle what was reserved."""
+        if self.metrics is not None:  # last: what settling set (the cost) is counted
+            self._count_request(status, ttft, total)
 
     def log_fields(self) -> dict[str, Any]:
         """The access log's fields from the gate: client, provider, tokens, cost, cache result."""
@@ -121,5 +155,31 @@ class Ticket:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost_usd": self.usd,
-            "cache": None,
+            "cache": self.cache,
         }
+
+    # -- metrics (proxy_plugin/metrics.py) ---------------------------------------------
+
+    def _count_usage(self, provider: str, model: str, prompt: object, completion: object) -> None:
+        """An answer's tokens, and what the request's cost has grown by, to that provider's series."""
+        assert self.metrics is not None
+        self.metrics.record(provider, model, prompt if isinstance(prompt, int) else 0,
+                            completion if isinstance(completion, int) else 0)
+        if self.usd > self.usd_counted:
+            self.metrics.spent(provider, model, self.usd - self.usd_counted)
+            self.usd_counted = self.usd
+
+    def _count_request(self, status: int, ttft: float | None, total: float) -> None:
+        """The request's own series, once, when its response has ended."""
+        metrics = self.metrics
+        assert metrics is not None
+        request = self.request
+        metrics.finished(request.chain, self.model, request.stream, status, ttft, total, self.upstream_seconds)
+        if self.usd > self.usd_counted:  # cost settled at the end: the provider that answered
+            metrics.spent(self.provider, self.provider_model, self.usd - self.usd_counted)
+            self.usd_counted = self.usd
+        if self.cache is not None:
+            metrics.cached(self.cache, self.saved_usd)
+        if metrics.per_client:
+            client = self.client.id if self.client.key is not None else "anonymous"
+            metrics.client(client, status, self.prompt_tokens, self.completion_tokens, self.usd)
