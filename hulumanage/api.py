@@ -135,9 +135,9 @@ async def not_found(request: web.Request) -> web.Response:
             if match is None:
                 allowed |= {m for m in methods if m not in ("*", "HEAD")}
     if allowed:
-        methods = ", ".join(sorted(allowed))
-        response = error_response(ApiError(405, f"{request.method} is not allowed on {request.path}; use {methods}",
+        allow = ", ".join(sorted(allowed))
+        response = error_response(ApiError(405, f"{request.method} is not allowed on {request.path}; use {allow}",
                                            code="method_not_allowed"))
-        response.headers["Allow"] = methods
+        response.headers["Allow"] = allow
         return response
     return error_response(ApiError(404, f"no route for {request.method} {request.path}", code="not_found"))
