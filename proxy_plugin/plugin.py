@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy_plugin import hookimpl
+from proxy_plugin.admin import clear_cache
 from proxy_plugin.approach import RUNTIME, ProxyApproach
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ConfigError, find_config_path
@@ -38,6 +39,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 class ProxyNotConfiguredError(Exception):
     """``--approach proxy`` with no configuration file anywhere."""
+
+
+@hookimpl
+def register_routes(app: web.Application, options: argparse.Namespace) -> None:
+    """``POST /admin/clear-cache`` (the admin rule: ``HULUMANAGE_ADMIN_TOKEN``, else loopback)."""
+    app.router.add_post("/admin/clear-cache", clear_cache)
 
 
 @hookimpl

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from proxy_plugin.gate.cache import ResponseCache
+
 if TYPE_CHECKING:
     from proxy_plugin.attempts import Outcome
     from proxy_plugin.runtime import ProxyRuntime
@@ -40,6 +42,7 @@ class RequestGate:
 
     def __init__(self, runtime: ProxyRuntime) -> None:
         self.runtime = runtime
+        self.cache = ResponseCache(runtime.clock)  # the response cache (cache.py), kept across reloads
 
     @property
     def keys_required(self) -> bool:
@@ -52,14 +55,16 @@ class RequestGate:
 
     def admit(self, client: Client, request: Any) -> Ticket:
         """Admit one parsed request (model allowed, limits reserved, cache looked up), or raise the refusal."""
-        return Ticket(self, client, request)
+        ticket = Ticket(self, client, request)
+        self.cache.admit(ticket, self.runtime.config.cache)  # a hit sets ticket.answer
+        return ticket
 
 
 class Ticket:
     """One admitted request: what it reserved, who answered it, what it used."""
 
-    __slots__ = ("answer", "attempts", "client", "completion_tokens", "gate", "model", "prompt_tokens", "provider",
-                 "provider_model", "request", "tap", "usd", "wants_usage")
+    __slots__ = ("answer", "attempts", "cache", "client", "completion_tokens", "fill", "gate", "model", "prompt_tokens",
+                 "provider", "provider_model", "request", "saved_usd", "tap", "usd", "wants_usage")
 
     def __init__(self, gate: RequestGate, client: Client, request: Any) -> None:
         self.gate = gate
@@ -75,6 +80,10 @@ class Ticket:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.usd = 0.0
+        # the response cache (cache.py): None when it is off, else "hit", "miss" or "bypass"
+        self.cache: str | None = None
+        self.saved_usd = 0.0             # a hit: what the answer cost when it was first made
+        self.fill: Any = None            # a miss or a refresh: what the cache taps to store the answer
 
     # -- from the dispatch loop and terminal approaches ----------------------------------
 
@@ -85,9 +94,13 @@ class Ticket:
     def answering(self, provider: str, model: str) -> None:
         """This provider answers the request."""
         self.provider, self.provider_model = provider, model
+        if self.fill is not None:
+            self.fill.answering()
 
     def attempted(self, provider: str, model: str, outcome: Outcome, seconds: float) -> None:
         """One upstream attempt ended."""
+        if self.fill is not None:
+            self.fill.attempted(outcome.ok)  # answered, then failed: a stream broke, never cached
 
     def record(self, provider: str, model: str, usage: dict[str, Any]) -> None:
         """An upstream answer's usage (every call of a composed or wrapped request adds up)."""
@@ -106,10 +119,14 @@ class Ticket:
             headers["x-hulumanage-provider"] = self.provider
         if self.attempts:
             headers["x-hulumanage-attempts"] = str(self.attempts)
+        if self.cache is not None:
+            headers["x-hulumanage-cache"] = self.cache
         return headers
 
     def finish(self, status: int, complete: bool, ttft: float | None, total: float) -> None:
         """The response has ended: settle what was reserved."""
+        if self.fill is not None:  # last: the answer's cost (``usd``) is known by now
+            self.gate.cache.finish(self, status, complete, self.gate.runtime.config.cache)
 
     def log_fields(self) -> dict[str, Any]:
         """The access log's fields from the gate: client, provider, tokens, cost, cache result."""
@@ -121,5 +138,5 @@ class Ticket:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost_usd": self.usd,
-            "cache": None,
+            "cache": self.cache,
         }
