@@ -94,10 +94,14 @@ def imported_from(tree: Path, modules: Sequence[str] = CODE_MODULES) -> dict[str
 
 
 def start_proxy(work: Path, cores: Sequence[int] | None, ports: Sequence[int], tree: Path = ROOT,
-                name: str = "proxy", timeout: float = 30) -> tuple[Process, int]:
-    """The proxy: the real server as a subprocess running ``tree``'s code, pinned to ``cores``: (process, port)."""
+                name: str = "proxy", timeout: float = 30,
+                sections: Mapping[str, Any] | None = None) -> tuple[Process, int]:
+    """The proxy: the real server as a subprocess running ``tree``'s code, pinned to ``cores``: (process, port).
+
+    ``sections``: config sections added to (or replacing those of) :func:`proxy_config`.
+    """
     config = work / f"{name}.yaml"
-    config.write_text(yaml.safe_dump(proxy_config(ports), sort_keys=False))
+    config.write_text(yaml.safe_dump({**proxy_config(ports), **(sections or {})}, sort_keys=False))
     port = free_port()
     proc = Process(name, [sys.executable, "-m", "hulumanage", "--approach", "proxy", "--proxy-config", str(config),
                           "--port", str(port), "--log-level", "WARNING"],

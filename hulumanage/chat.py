@@ -141,7 +141,7 @@ async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) 
         if worst > limit:
             raise fanout_error(limit, f"this request could make {worst} upstream calls ({how})")
         ticket = await served.admit(client, GateRequest(data, chain, stream, head.client_ip, served.request_id,
-                                                        head.cache_control or ""))
+                                                        head.cache_control or "", extra))
         if ticket is not None:  # every upstream call of this request reports to it, composed layers too
             call = call.replace(ticket=ticket, client=layer_client(
                 chain[1:], approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=chain,

@@ -82,14 +82,15 @@ def request_id(given: str | None) -> str:
 
 
 class GateRequest:
-    """What the gate is told of a request: its body, approach chain, stream flag, client and headers."""
+    """What the gate is told of a request: its body, approach chain and parameters, stream flag, client, headers."""
 
-    __slots__ = ("body", "cache_control", "chain", "client_ip", "request_id", "stream")
+    __slots__ = ("body", "cache_control", "chain", "client_ip", "extra", "request_id", "stream")
 
     def __init__(self, body: dict[str, Any], chain: tuple[str, ...], stream: bool, client_ip: str, rid: str,
-                 cache_control: str) -> None:
+                 cache_control: str, extra: dict[str, Any] | None = None) -> None:
         self.body = body          # as the client sent it, the approach prefix stripped from ``model``
         self.chain = chain
+        self.extra = {} if extra is None else extra  # the approach parameters taken from the body (``Call.extra``)
         self.stream = stream
         self.client_ip = client_ip
         self.request_id = rid

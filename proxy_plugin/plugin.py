@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy_plugin import hookimpl
+from proxy_plugin.admin import clear_cache
 from proxy_plugin.approach import RUNTIME, ProxyApproach
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ConfigError, find_config_path
@@ -96,8 +97,14 @@ def list_models(app: web.Application) -> list[dict[str, Any]]:
 
 @hookimpl
 def register_routes(app: web.Application, options: argparse.Namespace) -> None:
-    """``GET /metrics`` (Prometheus text, or a JSON summary; ``metrics:`` in the proxy configuration)."""
+    """The proxy's own routes.
+
+    ``GET /metrics`` (Prometheus text, or a JSON summary; ``metrics:`` in the proxy
+    configuration) and ``POST /admin/clear-cache`` (the admin rule: ``HULUMANAGE_ADMIN_TOKEN``,
+    else loopback).
+    """
     app.router.add_get("/metrics", metrics_handler(lambda app: app.get(RUNTIME)))
+    app.router.add_post("/admin/clear-cache", clear_cache)
 
 
 @hookimpl

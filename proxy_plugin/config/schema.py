@@ -138,6 +138,19 @@ class MetricsConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The response cache (``proxy_plugin/gate/cache.py``): what is cached, how many, how long."""
+
+    enabled: bool = opt(False)
+    max_entries: int = opt(1000, ge=1)       # least recently used go first
+    ttl: float = opt(1800.0, gt=0)           # seconds
+    #: requests at or below it are cached (an absent temperature counts as 1.0), and any that sets ``seed``
+    max_temperature: float = opt(0.3, ge=0)
+    per_client: bool = opt(True)             # each client key id its own namespace
+    max_entry_bytes: int = opt(1_048_576, ge=1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ProxyConfig:
     """The whole validated proxy configuration; ``source`` is the file it came from."""
 
@@ -149,6 +162,7 @@ class ProxyConfig:
     retries: RetryConfig = dataclasses.field(default_factory=RetryConfig)
     circuit_breaker: CircuitBreakerConfig = dataclasses.field(default_factory=CircuitBreakerConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    cache: CacheConfig = dataclasses.field(default_factory=CacheConfig)
     source: str = "<config>"
 
     def __hash__(self) -> int:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from proxy_plugin.gate.cache import ResponseCache
+
 if TYPE_CHECKING:
     from proxy_plugin.attempts import Outcome
     from proxy_plugin.metrics import Metrics
@@ -41,6 +43,7 @@ class RequestGate:
 
     def __init__(self, runtime: ProxyRuntime) -> None:
         self.runtime = runtime
+        self.cache = ResponseCache(runtime.clock)  # the response cache (cache.py), kept across reloads
 
     @property
     def keys_required(self) -> bool:
@@ -53,7 +56,9 @@ class RequestGate:
 
     def admit(self, client: Client, request: Any) -> Ticket:
         """Admit one parsed request (model allowed, limits reserved, cache looked up), or raise the refusal."""
-        return Ticket(self, client, request)
+        ticket = Ticket(self, client, request)
+        self.cache.admit(ticket, self.runtime.config.cache)  # a hit sets ticket.answer
+        return ticket
 
     # -- metrics (proxy_plugin/metrics.py) ---------------------------------------------
 
@@ -78,7 +83,7 @@ class RequestGate:
 class Ticket:
     """One admitted request: what it reserved, who answered it, what it used."""
 
-    __slots__ = ("answer", "attempts", "cache", "client", "completion_tokens", "gate", "metrics", "model",
+    __slots__ = ("answer", "attempts", "cache", "client", "completion_tokens", "fill", "gate", "metrics", "model",
                  "prompt_tokens", "provider", "provider_model", "request", "saved_usd", "tap", "upstream_seconds",
                  "usd", "usd_counted", "wants_usage")
 
@@ -96,9 +101,11 @@ class Ticket:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.usd = 0.0
-        # metrics (proxy_plugin/metrics.py); the cache sets ``cache`` and, on a hit, ``saved_usd``
-        self.cache: str | None = None    # None (no cache), 'bypass', 'hit' or 'miss'
-        self.saved_usd = 0.0             # what a hit would have cost
+        # the response cache (cache.py): None when it is off, else "hit", "miss" or "bypass"
+        self.cache: str | None = None
+        self.saved_usd = 0.0             # a hit: what the answer cost when it was first made
+        self.fill: Any = None            # a miss or a refresh: what the cache taps to store the answer
+        # metrics (proxy_plugin/metrics.py)
         self.metrics = gate.metrics()
         self.upstream_seconds = 0.0      # time spent in upstream attempts (the rest is the server's overhead)
         self.usd_counted = 0.0           # the part of ``usd`` the cost series has counted
@@ -112,12 +119,16 @@ class Ticket:
     def answering(self, provider: str, model: str) -> None:
         """This provider answers the request."""
         self.provider, self.provider_model = provider, model
+        if self.fill is not None:
+            self.fill.answering()
 
     def attempted(self, provider: str, model: str, outcome: Outcome, seconds: float) -> None:
         """One upstream attempt ended."""
         self.upstream_seconds += seconds
         if self.metrics is not None:
             self.metrics.attempted(provider, model, outcome, seconds)
+        if self.fill is not None:
+            self.fill.attempted(outcome.ok)  # answered, then failed: a stream broke, never cached
 
     def record(self, provider: str, model: str, usage: dict[str, Any]) -> None:
         """An upstream answer's usage (every call of a composed or wrapped request adds up)."""
@@ -138,10 +149,14 @@ class Ticket:
             headers["x-hulumanage-provider"] = self.provider
         if self.attempts:
             headers["x-hulumanage-attempts"] = str(self.attempts)
+        if self.cache is not None:
+            headers["x-hulumanage-cache"] = self.cache
         return headers
 
     def finish(self, status: int, complete: bool, ttft: float | None, total: float) -> None:
         """The response has ended: settle what was reserved."""
+        if self.fill is not None:  # after settling: the answer's cost (``usd``) is known by now
+            self.gate.cache.finish(self, status, complete, self.gate.runtime.config.cache)
         if self.metrics is not None:  # last: what settling set (the cost) is counted
             self._count_request(status, ttft, total)
 
