@@ -14,6 +14,7 @@ from proxy_plugin import hookimpl
 from proxy_plugin.approach import RUNTIME, ProxyApproach
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ConfigError, find_config_path
+from proxy_plugin.gate.admin import spend_handler
 from proxy_plugin.runtime import ProxyRuntime
 
 logger = logging.getLogger(__name__)
@@ -62,10 +63,31 @@ async def _lifespan(app: web.Application, options: argparse.Namespace) -> AsyncI
     runtime = ProxyRuntime(path, clock=clock_factory())
     await runtime.start()
     app[RUNTIME] = runtime
+    _warn_if_open(runtime, options)
     try:
         yield
     finally:
         await runtime.close()
+
+
+def _warn_if_open(runtime: ProxyRuntime, options: argparse.Namespace) -> None:
+    """A warning when the server listens beyond loopback with no client keys: anyone who reaches it spends the keys."""
+    host = str(getattr(options, "host", None) or "127.0.0.1")
+    if host in ("localhost", "127.0.0.1", "::1") or runtime.config.clients.keys:
+        return
+    logger.warning("listening on %s with no client keys configured (clients.keys): anyone who reaches the port "
+                   "spends the providers' keys", host)
+
+
+@hookimpl
+def register_routes(app: web.Application, options: argparse.Namespace) -> None:
+    """``GET /admin/spend``: spend and budgets (admin rule: HULUMANAGE_ADMIN_TOKEN, else loopback)."""
+    app.router.add_get("/admin/spend", spend_handler(options, _spend))
+
+
+def _spend(app: web.Application) -> dict[str, Any] | None:
+    runtime = app.get(RUNTIME)
+    return None if runtime is None else runtime.gate.spend()
 
 
 @hookimpl

@@ -20,9 +20,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from proxy_plugin.gate.budgets import snapshot as budget_snapshot
 from proxy_plugin.gate.clients import Client
 from proxy_plugin.gate.controls import Controls, Hold
 from proxy_plugin.gate.limits import RateLimiter
+from proxy_plugin.gate.spend import snapshot as spend_snapshot
 from proxy_plugin.state import MemoryStore, StateStore, make_store
 
 if TYPE_CHECKING:
@@ -71,6 +73,17 @@ class RequestGate:
                 logger.warning("gateway controls turned on by a reload: spend is counted in memory until a restart "
                                "opens the state file")
         return controls
+
+    def spend(self) -> dict[str, Any]:
+        """``GET /admin/spend``: spend by key, provider and model, each budget's current period, unpriced providers."""
+        config = self.runtime.config
+        controls = self.controls_for(config)
+        body: dict[str, Any] = spend_snapshot(self.store)
+        scopes = [s for k in config.clients.keys for s in controls.key_budgets.get(k.id, [])] + controls.global_budget
+        body["budgets"] = budget_snapshot(self.store, scopes, self.runtime.clock.wall())
+        body["unpriced"] = sorted({p.name for p in config.providers if not p.prices}
+                                  | {name for name in body["providers"] if not controls.prices.priced(name)})
+        return body
 
     @property
     def keys_required(self) -> bool:
