@@ -66,6 +66,7 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
     v = proxy["max_rps"]
     out.append({"figure": "throughput through the proxy on one core, non-streaming (req/s)",
                 "target": f">= {TARGETS['proxy_max_rps']:,.0f}", "value": v, "met": v >= TARGETS["proxy_max_rps"]})
+    out += _controls_headline(t.get("proxy-controls"), paired)
     ds, ps = _by(direct["stream"], "concurrency"), _by(proxy["stream"], "concurrency")
     if 1 in ds and 1 in ps:
         v = statistics.median(paired["stream"]["added_p50"]) if paired else _added(ps[1], ds[1], "p50", "ttfb_ms")
@@ -85,6 +86,21 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "value": last["rss_mb"], "met": last["rss_mb"] < TARGETS["rss_mb"]})
         out.append({"figure": f"RSS growth from {prev['requests']:,} to {last['requests']:,} requests (MB)",
                     "target": f"flat (<= {FLAT_MB:g})", "value": mem["growth_mb"], "met": mem["growth_mb"] <= FLAT_MB})
+    return out
+
+
+def _controls_headline(controls: dict[str, Any] | None, paired: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Issue 13's figures: what keys, limits, budgets and prices add to the plain proxy (paired), and their throughput."""
+    if not controls:
+        return []
+    out: list[dict[str, Any]] = []
+    if paired and "controls" in paired:
+        v = statistics.median(paired["controls"]["json"]["added_p50"])
+        out.append({"figure": f"gateway controls on: added latency over the plain proxy, p50 (ms) (median of "
+                              f"{paired['rounds']} paired rounds)", "target": "<= 0.1", "value": v, "met": v <= 0.1})
+    v = controls["max_rps"]
+    out.append({"figure": "throughput with the gateway controls on, one core, non-streaming (req/s)",
+                "target": ">= 6,000", "value": v, "met": v >= 6000})
     return out
 
 
@@ -253,6 +269,14 @@ def _paired(results: dict[str, Any]) -> list[str]:
                              (j["added_p50"], j["added_p99"], st["added_p50"], st["added_p99"]))])
     lines += _table(["round", "added latency p50 ms", "added latency p99 ms", "TTFB overhead p50 ms",
                      "TTFB overhead p99 ms"], rows)
+    controls = paired.get("controls")
+    if controls:
+        cj, cs = controls["json"], controls["stream"]
+        lines += ["", ("With the gateway controls on (`proxy-controls`: a client key with rpm, tpm and max_parallel, "
+                       "a key and a global budget, prices, spend in SQLite), in the same rounds, minus the plain "
+                       "proxy: JSON p50 " + fmt(statistics.median(cj["added_p50"])) + " ms, p99 "
+                       + fmt(statistics.median(cj["added_p99"])) + " ms; stream TTFB p50 "
+                       + fmt(statistics.median(cs["added_p50"])) + " ms (medians over the rounds).")]
     return [*lines, ""]
 
 

@@ -50,6 +50,7 @@ from bench import load
 from bench.procs import Process, free_port, plan_cores, wait_http
 from bench.report import write_report
 from bench.stack import (
+    CONTROLS_KEY,
     JSON_BODY,
     MODEL,
     NOGAP_STREAM_BODY,
@@ -184,13 +185,15 @@ class Bench:
             proc.stop()
         return out
 
-    async def bench_paired(self, proxy_port: int) -> dict[str, Any]:
+    async def bench_paired(self, proxy_port: int, controls_port: int | None = None) -> dict[str, Any]:
         """Direct and proxy at concurrency 1 in short alternating rounds (Python generator for both).
 
         The phases above measure direct and proxy minutes apart; on a shared VM the machine's
         speed drifts by more than the proxy's overhead in that time. Here each round measures
         both within seconds, the order alternating, and the figure is the proxy's minus the
         direct one's in the same round: the median over the rounds is the paired figure.
+        With ``controls_port``, the proxy with every gateway control on runs in the same rounds,
+        and ``controls`` holds its figures minus the plain proxy's (what the controls add).
         """
         s = self.settings
         assert self.meter is not None
@@ -199,12 +202,20 @@ class Bench:
                                "json": {"added_p50": [], "added_p99": []},
                                "stream": {"added_p50": [], "added_p99": []}}
         order: list[tuple[str, int, Process | None]] = [("direct", self.ports[0], None), ("proxy", proxy_port, None)]
+        if controls_port is not None:
+            order.append(("proxy-controls", controls_port, None))
+            out["controls"] = {kind: {"added_p50": [], "added_p99": []} for kind in kinds}
         for i in range(s.paired_rounds):
-            rows = await paired_round(self.meter, kinds, order if i % 2 == 0 else order[::-1], s.paired_seconds)
+            rows = await paired_round(self.meter, kinds, order if i % 2 == 0 else order[::-1], s.paired_seconds,
+                                      keys={"proxy-controls": CONTROLS_KEY})
             for kind in kinds:
                 proxy, direct = headline(kind, rows[kind]["proxy"]), headline(kind, rows[kind]["direct"])
                 for pct in ("p50", "p99"):
                     out[kind][f"added_{pct}"].append(proxy[pct] - direct[pct])
+                if controls_port is not None:
+                    controlled = headline(kind, rows[kind]["proxy-controls"])
+                    for pct in ("p50", "p99"):
+                        out["controls"][kind][f"added_{pct}"].append(controlled[pct] - proxy[pct])
             self.say(f"paired round {i + 1}/{s.paired_rounds}: added p50 {out['json']['added_p50'][-1]:.3f} ms, "
                      f"TTFB overhead p50 {out['stream']['added_p50'][-1]:.3f} ms")
         return out
@@ -333,10 +344,18 @@ class Bench:
                 results["targets"]["direct-xcore"] = await self.bench_cross_core()
             proxy, port = self.start_proxy()
             profiler = self.start_profiler(proxy)
+            controlled: Process | None = None
             try:
                 results["targets"]["proxy"] = await self.bench_target("proxy", port, proxy)
-                results["paired"] = await self.bench_paired(port)
+                # the same proxy with keys, limits, budgets and prices on (issue 13), measured and paired
+                controlled, controls_port = start_proxy(self.work, self.gateway_cores, self.ports,
+                                                        name="proxy-controls", controls=True)
+                results["targets"]["proxy-controls"] = await self.bench_target("proxy-controls", controls_port,
+                                                                               controlled, key=CONTROLS_KEY)
+                results["paired"] = await self.bench_paired(port, controls_port)
             finally:
+                if controlled is not None:
+                    controlled.stop()
                 proxy.stop()
                 if profiler is not None:  # py-spy writes its flame graph when the profiled process exits
                     with contextlib.suppress(subprocess.TimeoutExpired):

@@ -54,6 +54,26 @@ def proxy_config(ports: Sequence[int]) -> dict[str, Any]:
     }
 
 
+#: the client key of the ``proxy-controls`` target
+CONTROLS_KEY = "sk-bench-controls"
+
+
+def controls_config(ports: Sequence[int], work: Path) -> dict[str, Any]:
+    """:func:`proxy_config` with every gateway control on, set high enough never to reject.
+
+    A client key with rpm, tpm and max_parallel, a budget on the key and a global one, prices on
+    every provider, and the spend kept in an SQLite file under ``work`` (the default backend).
+    """
+    config = proxy_config(ports)
+    for provider in config["providers"]:
+        provider["prices"] = {MODEL: {"input": 0.15, "output": 0.60}, "*": {"input": 1.0, "output": 3.0}}
+    config["clients"] = {"keys": [{"id": "bench", "key": CONTROLS_KEY, "rpm": 100_000_000, "tpm": 1_000_000_000_000,
+                                   "max_parallel": 100_000, "budget": {"usd": 1e12, "period": "day"}}]}
+    config["budget"] = {"usd": 1e12, "period": "month"}
+    config["state"] = {"path": str(work / "controls-state.sqlite3")}
+    return config
+
+
 def start_upstream(work: Path, cores: Sequence[int] | None, chunks: int, gap_ms: float, ports: int = 2,
                    name: str = "upstream") -> tuple[Process, list[int]]:
     """The fake upstream on ``ports`` free ports, pinned to ``cores``: (process, its ports)."""
@@ -94,14 +114,16 @@ def imported_from(tree: Path, modules: Sequence[str] = CODE_MODULES) -> dict[str
 
 
 def start_proxy(work: Path, cores: Sequence[int] | None, ports: Sequence[int], tree: Path = ROOT,
-                name: str = "proxy", timeout: float = 30,
+                name: str = "proxy", timeout: float = 30, controls: bool = False,
                 sections: Mapping[str, Any] | None = None) -> tuple[Process, int]:
     """The proxy: the real server as a subprocess running ``tree``'s code, pinned to ``cores``: (process, port).
 
-    ``sections``: config sections added to (or replacing those of) :func:`proxy_config`.
+    ``controls``: with keys, limits, budgets and prices on (:func:`controls_config`; clients send :data:`CONTROLS_KEY`).
+    ``sections``: config sections added to (or replacing those of) the config.
     """
     config = work / f"{name}.yaml"
-    config.write_text(yaml.safe_dump({**proxy_config(ports), **(sections or {})}, sort_keys=False))
+    data = controls_config(ports, work) if controls else proxy_config(ports)
+    config.write_text(yaml.safe_dump({**data, **(sections or {})}, sort_keys=False))
     port = free_port()
     proc = Process(name, [sys.executable, "-m", "hulumanage", "--approach", "proxy", "--proxy-config", str(config),
                           "--port", str(port), "--log-level", "WARNING"],
@@ -174,18 +196,20 @@ def headline(kind: str, row: Mapping[str, Any]) -> dict[str, float]:
 
 async def paired_round(meter: Meter, kinds: Mapping[str, tuple[dict[str, Any], int | None]],
                        order: Sequence[tuple[str, int, Process | None]], seconds: float,
-                       say: Callable[[str], None] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+                       say: Callable[[str], None] | None = None,
+                       keys: Mapping[str, str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """One round: for each kind (``name -> (body, expected events)``), every target of ``order`` in turn.
 
     Each target (``(name, port, its gateway process or None)``) gets ``seconds`` of closed
     loop at concurrency 1 with the Python generator, one target at a time. Returns
-    ``{kind: {target name: the phase's summary}}``.
+    ``{kind: {target name: the phase's summary}}``. ``keys``: a target's client key (by name), default ``bench``.
     """
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for kind, (body, events) in kinds.items():
         out[kind] = {}
         for name, port, gateway in order:
-            target = load.Target("127.0.0.1", port, (body,), expected_events=events)
+            key = (keys or {}).get(name, "bench")
+            target = load.Target("127.0.0.1", port, (body,), expected_events=events, api_key=key)
             out[kind][name] = await meter.measure(gateway, lambda t=target: load.closed_loop(t, 1, seconds))
             if say is not None:
                 say(f"  {kind} {name}: p50 {headline(kind, out[kind][name])['p50']:.3f} ms")

@@ -27,8 +27,10 @@ class ProxyError(Exception):
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.reason = reason  # a gateway control's refusal: rpm, tpm, parallel, budget or auth (metrics)
         self.status_code = status_code
         self.message = message
         self.type = type

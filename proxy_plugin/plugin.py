@@ -15,6 +15,7 @@ from proxy_plugin.admin import clear_cache
 from proxy_plugin.approach import RUNTIME, ProxyApproach
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ConfigError, find_config_path
+from proxy_plugin.gate.admin import spend_handler
 from proxy_plugin.metrics_http import handler as metrics_handler
 from proxy_plugin.runtime import ProxyRuntime
 
@@ -64,10 +65,25 @@ async def _lifespan(app: web.Application, options: argparse.Namespace) -> AsyncI
     runtime = ProxyRuntime(path, clock=clock_factory())
     await runtime.start()
     app[RUNTIME] = runtime
+    _warn_if_open(runtime, options)
     try:
         yield
     finally:
         await runtime.close()
+
+
+def _warn_if_open(runtime: ProxyRuntime, options: argparse.Namespace) -> None:
+    """A warning when the server listens beyond loopback with no client keys: anyone who reaches it spends the keys."""
+    host = str(getattr(options, "host", None) or "127.0.0.1")
+    if host in ("localhost", "127.0.0.1", "::1") or runtime.config.clients.keys:
+        return
+    logger.warning("listening on %s with no client keys configured (clients.keys): anyone who reaches the port "
+                   "spends the providers' keys", host)
+
+
+def _spend(app: web.Application) -> dict[str, Any] | None:
+    runtime = app.get(RUNTIME)
+    return None if runtime is None else runtime.gate.spend()
 
 
 @hookimpl
@@ -100,11 +116,12 @@ def register_routes(app: web.Application, options: argparse.Namespace) -> None:
     """The proxy's own routes.
 
     ``GET /metrics`` (Prometheus text, or a JSON summary; ``metrics:`` in the proxy
-    configuration) and ``POST /admin/clear-cache`` (the admin rule: ``HULUMANAGE_ADMIN_TOKEN``,
-    else loopback).
+    configuration); the admin routes (the admin rule: ``HULUMANAGE_ADMIN_TOKEN``, else
+    loopback) ``POST /admin/clear-cache`` and ``GET /admin/spend`` (spend and budgets).
     """
     app.router.add_get("/metrics", metrics_handler(lambda app: app.get(RUNTIME)))
     app.router.add_post("/admin/clear-cache", clear_cache)
+    app.router.add_get("/admin/spend", spend_handler(options, _spend))
 
 
 @hookimpl

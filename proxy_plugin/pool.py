@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -124,7 +125,9 @@ def carried_states(old: Pool | None, config: ProxyConfig) -> dict[str, ProviderS
 
 
 def _state_key(config: ProxyConfig, provider: ProviderConfig) -> tuple[object, ...]:
-    return (provider, config.timeouts_for(provider), config.circuit_breaker, config.monitoring)
+    # prices are the gate's business: a new price list keeps the provider's circuits and latency
+    unpriced = dataclasses.replace(provider, prices={}) if provider.prices else provider
+    return (unpriced, config.timeouts_for(provider), config.circuit_breaker, config.monitoring)
 
 
 class _Admission:

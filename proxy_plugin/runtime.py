@@ -69,6 +69,11 @@ class ProxyRuntime:
         except BaseException:
             await self.close()
             raise
+        try:
+            await self.gate.start()  # the state store (spend survives restarts)
+        except BaseException:
+            await self.close()
+            raise
         self._health.start()
         logger.info("proxy ready: %s (%s), strategy %s, config %s", plural(len(self.config.providers), "provider"),
                     ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)
@@ -106,8 +111,9 @@ class ProxyRuntime:
         return {"reloaded": True, "providers": [p.name for p in config.providers], "reloads": self.reloads}
 
     async def close(self) -> None:
-        """Stop health checks and close every upstream connection."""
+        """Stop health checks, write what the gate's state store holds, close every upstream connection."""
         await self._health.stop()
+        await self.gate.close()
         if self.wrap_client is not None:
             await self.wrap_client.close()
             self.wrap_client = None

@@ -84,3 +84,39 @@ def log_level(value: str) -> str:
     if value.upper() in LOG_LEVELS:
         return value.upper()
     raise ValueError(f"unknown log level {value!r}; expected one of {', '.join(LOG_LEVELS)}")
+
+
+# --- gateway controls: client keys, budgets, state ----------------------------------
+
+PERIODS = ("day", "week", "month", "total")
+STATE_BACKENDS = ("sqlite", "memory")
+
+
+def period(value: str) -> str:
+    """Check a budget period: ``day``, ``week``, ``month`` (UTC calendar) or ``total``."""
+    if value.lower() in PERIODS:
+        return value.lower()
+    raise ValueError(f"unknown period {value!r}; expected one of {', '.join(PERIODS)}")
+
+
+def sha256_hex(value: str) -> str:
+    """Check a hex SHA-256 digest (64 hex characters); return it lower-case. Never echoes it."""
+    text = value.strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError("must be 64 hexadecimal characters (the SHA-256 of the key, e.g. from `sha256sum`)")
+    return text
+
+
+def state_backend(value: str) -> str:
+    """Check a state backend name."""
+    if value in STATE_BACKENDS:
+        return value
+    raise ValueError(f"unknown state backend {value!r}; expected one of {', '.join(STATE_BACKENDS)}")
+
+
+def globs(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Check a list of model globs: non-empty strings."""
+    for glob in value:
+        if not glob.strip():
+            raise ValueError("model globs must not be empty")
+    return value

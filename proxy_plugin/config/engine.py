@@ -33,7 +33,10 @@ section is a dataclass-typed field inside a section, a required field an ``opt()
 without default. A rule spanning fields goes in ``loader.parse_config``.
 
 Supported field types: ``str``, ``bool``, ``int``, ``float``, a nested config dataclass,
-``Mapping[str, str]`` (read-only after validation), and ``X | None`` of those scalars.
+``Mapping[str, str]`` (read-only after validation), ``X | None`` of those scalars,
+``tuple[X, ...]`` (a YAML list of strings or of a nested config dataclass; ``check`` then
+gets the whole tuple) and ``Mapping[str, Section]`` (a mapping of names to a nested config
+dataclass, e.g. per-model prices).
 Rules (``opt`` arguments):
 
 - ``gt`` / ``ge`` / ``le``: numeric bounds ("must be > 0, got 0").
@@ -170,6 +173,12 @@ def build(cls: type, raw: Any, ctx: Context, path: str) -> Any:
     return cls(**values)
 
 
+def field_value(cls: type, name: str, raw: Any, ctx: Context) -> Any:
+    """Validate ``raw`` as the value of field ``name`` of config dataclass ``cls`` (a top-level scalar key)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return _value(_hints(cls)[name], raw, field.metadata, ctx, name)
+
+
 def _string_map(raw: Any, meta: Mapping[str, Any], ctx: Context, path: str) -> Mapping[str, str]:
     """Validate a mapping of non-empty string keys to (interpolated) string values."""
     secret, check = bool(meta.get("secret")), meta.get("check")
@@ -187,6 +196,39 @@ def _string_map(raw: Any, meta: Mapping[str, Any], ctx: Context, path: str) -> M
             except ValueError as e:
                 raise ctx.error(sub, str(e)) from None
         out[key] = value
+    return types.MappingProxyType(out)
+
+
+def _sequence(item: Any, raw: Any, meta: Mapping[str, Any], ctx: Context, path: str) -> tuple[Any, ...]:
+    """Validate a YAML list (null: empty) of strings or of a nested config dataclass into a tuple."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ctx.error(path, f"expected a list, got {describe(raw)}")
+    out: list[Any] = []
+    for i, value in enumerate(raw):
+        sub = f"{path}[{i}]"
+        if dataclasses.is_dataclass(item):
+            out.append(build(typing.cast(type, item), value, ctx, sub))
+            continue
+        value, templated = ctx.interpolate(value, sub, False) if isinstance(value, str) else (value, False)
+        out.append(_scalar(item, value, value, templated, False, ctx, sub))
+    result = tuple(out)
+    if meta.get("check"):
+        try:
+            result = meta["check"](result)
+        except ValueError as e:
+            raise ctx.error(path, str(e)) from None
+    return result
+
+
+def _section_map(item: type, raw: Any, ctx: Context, path: str) -> Mapping[str, Any]:
+    """Validate a mapping of non-empty string names to a nested config dataclass (read-only)."""
+    out = {}
+    for key, value in _mapping(raw, ctx, path).items():
+        if not isinstance(key, str) or not key:
+            raise ctx.error(path, f"keys must be non-empty strings, got {describe(key)} (quote it)")
+        out[key] = build(item, value, ctx, f"{path}[{key!r}]")
     return types.MappingProxyType(out)
 
 
@@ -227,7 +269,12 @@ def _value(hint: Any, raw: Any, meta: Mapping[str, Any], ctx: Context, path: str
     kind = next(a for a in args if a is not type(None)) if optional else hint
     if dataclasses.is_dataclass(kind):
         return build(typing.cast(type, kind), raw, ctx, path)
+    if typing.get_origin(kind) is tuple:
+        return _sequence(typing.get_args(kind)[0], raw, meta, ctx, path)
     if typing.get_origin(kind) is Mapping:
+        item = typing.get_args(kind)[1]
+        if dataclasses.is_dataclass(item):
+            return _section_map(typing.cast(type, item), raw, ctx, path)
         return _string_map(raw, meta, ctx, path)
     value, templated = ctx.interpolate(raw, path, secret) if isinstance(raw, str) else (raw, False)
     if optional and (

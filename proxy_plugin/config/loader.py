@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
-from proxy_plugin.config.engine import build, describe, unknown_key
+from proxy_plugin.config.clients import check_clients
+from proxy_plugin.config.engine import build, describe, field_value, unknown_key
 from proxy_plugin.config.interpolate import interpolate
-from proxy_plugin.config.schema import SECTIONS, ProviderConfig, ProxyConfig
+from proxy_plugin.config.schema import SCALARS, SECTIONS, ProviderConfig, ProxyConfig
 
 ENV_VAR = "HULUMANAGE_PROXY_CONFIG"
 DEFAULT_PATH = "~/.hulumanage/proxy_config.yaml"
@@ -163,7 +164,7 @@ def parse_config(data: Any, environ: Mapping[str, str], source: str = "<config>"
         raise ctx.error("", "the file is empty; it needs at least a 'providers' list")
     if not isinstance(data, Mapping):
         raise ctx.error("", f"expected a mapping at the top level, got {describe(data)}")
-    allowed = ["providers", *SECTIONS]
+    allowed = ["providers", *SECTIONS, *SCALARS]
     for key in data:
         if key not in allowed:
             raise unknown_key(ctx, "", key, allowed)
@@ -173,4 +174,6 @@ def parse_config(data: Any, environ: Mapping[str, str], source: str = "<config>"
     sections = {name: build(cls, data.get(name), ctx, name) for name, cls in SECTIONS.items()}
     _at_least(ctx, sections["retries"], "retries", "backoff_max", "backoff_base")
     _at_least(ctx, sections["circuit_breaker"], "circuit_breaker", "open_max", "open_base")
-    return ProxyConfig(providers=providers, source=source, **sections)
+    check_clients(ctx, sections["clients"])
+    scalars = {name: field_value(ProxyConfig, name, data[name], ctx) for name in SCALARS if name in data}
+    return ProxyConfig(providers=providers, source=source, **sections, **scalars)

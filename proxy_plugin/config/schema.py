@@ -13,8 +13,20 @@ import dataclasses
 import typing
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
-from proxy_plugin.config.checks import header_item, header_text, http_url, log_level, non_empty, strategy
+from proxy_plugin.config.checks import (
+    globs,
+    header_item,
+    header_text,
+    http_url,
+    log_level,
+    non_empty,
+    period,
+    sha256_hex,
+    state_backend,
+    strategy,
+)
 from proxy_plugin.config.engine import empty_map, hash_fields, opt
 
 
@@ -43,6 +55,14 @@ class TimeoutOverrides:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PriceConfig:
+    """What one model costs at a provider, in USD per million tokens."""
+
+    input: float = opt(ge=0)
+    output: float = opt(ge=0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ProviderConfig:
     """One OpenAI-compatible upstream. ``api_key`` and ``headers`` never show in repr."""
 
@@ -59,6 +79,8 @@ class ProviderConfig:
     timeouts: TimeoutOverrides = dataclasses.field(default_factory=TimeoutOverrides)
     # query parameters on every request to it (Azure's api-version); a query in base_url counts too
     query: Mapping[str, str] = opt(factory=empty_map, secret=True)
+    #: USD per million tokens by the provider's model name (after ``model_map``); ``"*"``: its default
+    prices: Mapping[str, PriceConfig] = opt(factory=empty_map)
 
     def __hash__(self) -> int:
         """Hash by value (the mappings are read-only)."""
@@ -128,6 +150,70 @@ class CircuitBreakerConfig:
     max_probe_gap: float = opt(10.0, gt=0)
 
 
+# --- gateway controls: client keys, rate limits, budgets, state -----------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BudgetConfig:
+    """A spending limit in USD per period (``day``, ``week``, ``month``: UTC calendar; or ``total``).
+
+    ``usd`` null: no budget.
+    """
+
+    usd: float | None = opt(None, ge=0)
+    period: str = opt("month", check=period)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientKeyConfig:
+    """One client key: its id (shown in logs and /admin/spend), the key or its SHA-256, limits, budget, models.
+
+    ``key`` is a secret: never in repr or an error.
+    """
+
+    id: str = opt(check=non_empty)
+    key: str | None = opt(None, secret=True, check=header_text)
+    key_sha256: str | None = opt(None, check=sha256_hex)
+    rpm: int | None = opt(None, ge=1)
+    tpm: int | None = opt(None, ge=1)
+    max_parallel: int | None = opt(None, ge=1)
+    budget: BudgetConfig = dataclasses.field(default_factory=BudgetConfig)
+    models: tuple[str, ...] = opt(factory=tuple, check=globs)  # globs; empty: every model
+
+    def __hash__(self) -> int:
+        """Hash by value."""
+        return hash_fields(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Rate limits of one caller: requests and tokens per minute, requests in flight (null: none)."""
+
+    rpm: int | None = opt(None, ge=1)
+    tpm: int | None = opt(None, ge=1)
+    max_parallel: int | None = opt(None, ge=1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientsConfig:
+    """Who may call: client keys (then every chat request needs one), and limits per IP without keys."""
+
+    keys: tuple[ClientKeyConfig, ...] = opt(factory=tuple)
+    anonymous: LimitsConfig = dataclasses.field(default_factory=LimitsConfig)
+
+    def __hash__(self) -> int:
+        """Hash by value."""
+        return hash_fields(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where counters that must survive a restart (spend) are kept: an SQLite file, or memory only."""
+
+    backend: str = opt("sqlite", check=state_backend)
+    path: str = opt("~/.hulumanage/state.sqlite3", check=non_empty)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """``GET /metrics`` (Prometheus, or a JSON summary): on, public, and whether client key ids get series."""
@@ -163,6 +249,11 @@ class ProxyConfig:
     circuit_breaker: CircuitBreakerConfig = dataclasses.field(default_factory=CircuitBreakerConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     cache: CacheConfig = dataclasses.field(default_factory=CacheConfig)
+    clients: ClientsConfig = dataclasses.field(default_factory=ClientsConfig)
+    budget: BudgetConfig = dataclasses.field(default_factory=BudgetConfig)
+    state: StateConfig = dataclasses.field(default_factory=StateConfig)
+    #: output tokens a request without ``max_tokens`` reserves against tpm and budgets (a top-level key)
+    budget_reserve_tokens: int = opt(4096, ge=1)
     source: str = "<config>"
 
     def __hash__(self) -> int:
@@ -186,3 +277,12 @@ def _sections() -> dict[str, type]:
 
 
 SECTIONS: Mapping[str, type] = MappingProxyType(_sections())
+
+
+def _scalars() -> dict[str, dataclasses.Field[Any]]:
+    """The top-level scalar keys: ProxyConfig fields declared with ``opt`` that are not sections."""
+    return {f.name: f for f in dataclasses.fields(ProxyConfig) if f.name not in SECTIONS and "check" in f.metadata}
+
+
+#: top-level keys holding one value (``budget_reserve_tokens``), validated like a section's fields
+SCALARS: Mapping[str, dataclasses.Field[Any]] = MappingProxyType(_scalars())

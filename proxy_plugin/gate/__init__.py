@@ -17,25 +17,27 @@ reserved in ``admit`` and settled in ``finish``, once, whatever happened in betw
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
+from proxy_plugin.errors import ProxyError
+from proxy_plugin.gate.budgets import snapshot as budget_snapshot
 from proxy_plugin.gate.cache import ResponseCache
+from proxy_plugin.gate.clients import Client
+from proxy_plugin.gate.controls import Controls, Hold
+from proxy_plugin.gate.limits import RateLimiter
+from proxy_plugin.gate.spend import snapshot as spend_snapshot
+from proxy_plugin.state import MemoryStore, StateStore, make_store
 
 if TYPE_CHECKING:
     from proxy_plugin.attempts import Outcome
+    from proxy_plugin.config import ProxyConfig
     from proxy_plugin.metrics import Metrics
     from proxy_plugin.runtime import ProxyRuntime
 
+logger = logging.getLogger(__name__)
 
-class Client:
-    """Who is calling: a client key's id, or ``anonymous`` (with the caller's IP)."""
-
-    __slots__ = ("id", "ip", "key")
-
-    def __init__(self, id: str, ip: str, key: Any = None) -> None:
-        self.id = id
-        self.ip = ip
-        self.key = key  # the key's configuration (limits, budget, models), None when anonymous
+__all__ = ["Client", "RequestGate", "Ticket"]
 
 
 class RequestGate:
@@ -44,19 +46,75 @@ class RequestGate:
     def __init__(self, runtime: ProxyRuntime) -> None:
         self.runtime = runtime
         self.cache = ResponseCache(runtime.clock)  # the response cache (cache.py), kept across reloads
+        # -- gateway controls (keys, limits, budgets, cost): gate/controls.py --
+        self.limiter = RateLimiter()          # rate windows outlive reloads
+        self.store: StateStore = MemoryStore()  # spend and budget counters; the configured backend from start()
+        self._controls: Controls | None = None
+        self._started = False
+
+    # -- gateway controls ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the state store when controls are configured (SQLite by default: spend survives restarts)."""
+        config = self.runtime.config
+        if self.controls_for(config).active:
+            store = make_store(config.state, self.runtime.environ)
+            await store.open()
+            self.store = store
+            self._controls = None  # rebuilt on the opened store
+        self._started = True
+
+    async def close(self) -> None:
+        """Write what the store still holds (a stop loses no spend)."""
+        await self.store.close()
+
+    def controls_for(self, config: ProxyConfig) -> Controls:
+        """The controls of ``config`` (built once per configuration; a reload brings a new one)."""
+        controls = self._controls
+        if controls is None or controls.config is not config:
+            controls = self._controls = Controls(config, self.limiter, self.store, self.runtime.clock)
+            if self._started and controls.active and type(self.store) is MemoryStore and config.state.backend != "memory":
+                logger.warning("gateway controls turned on by a reload: spend is counted in memory until a restart "
+                               "opens the state file")
+        return controls
+
+    def spend(self) -> dict[str, Any]:
+        """``GET /admin/spend``: spend by key, provider and model, each budget's current period, unpriced providers."""
+        config = self.runtime.config
+        controls = self.controls_for(config)
+        body: dict[str, Any] = spend_snapshot(self.store)
+        scopes = [s for k in config.clients.keys for s in controls.key_budgets.get(k.id, [])] + controls.global_budget
+        body["budgets"] = budget_snapshot(self.store, scopes, self.runtime.clock.wall())
+        body["unpriced"] = sorted({p.name for p in config.providers if not p.prices}
+                                  | {name for name in body["providers"] if not controls.prices.priced(name)})
+        return body
 
     @property
     def keys_required(self) -> bool:
         """Whether clients must present a gateway key (and their bearer token never goes upstream)."""
-        return False
+        return self.controls_for(self.runtime.config).keys_required
 
     def authenticate(self, api_key: str | None, client_ip: str) -> Client:
         """Who is calling; raises a 401 for a missing or unknown key when keys are configured."""
-        return Client("anonymous", client_ip)
+        client = Client("anonymous", client_ip)
+        try:
+            self.controls_for(self.runtime.config).authenticate(client, api_key)
+        except ProxyError as exc:
+            self._limited_by(exc)
+            raise
+        return client
 
     def admit(self, client: Client, request: Any) -> Ticket:
         """Admit one parsed request (model allowed, limits reserved, cache looked up), or raise the refusal."""
         ticket = Ticket(self, client, request)
+        controls = self.controls_for(self.runtime.config)
+        if controls.active:
+            try:
+                ticket.hold = controls.admit(client, request.body)  # raises the 403 / 429; reserves nothing then
+            except ProxyError as exc:
+                self._limited_by(exc)
+                raise
+            ticket.wants_usage = True
         self.cache.admit(ticket, self.runtime.config.cache)  # a hit sets ticket.answer
         return ticket
 
@@ -73,6 +131,10 @@ class RequestGate:
         if metrics is not None:
             metrics.limited(reason)
 
+    def _limited_by(self, refusal: ProxyError) -> None:
+        if refusal.reason is not None:
+            self.limited(refusal.reason)
+
     def refused(self, status: int, chain: tuple[str, ...], model: object, total: float) -> None:
         """A request ended without a ticket (refused, or invalid before admission): counted all the same."""
         metrics = self.metrics()
@@ -83,9 +145,9 @@ class RequestGate:
 class Ticket:
     """One admitted request: what it reserved, who answered it, what it used."""
 
-    __slots__ = ("answer", "attempts", "cache", "client", "completion_tokens", "fill", "gate", "metrics", "model",
-                 "prompt_tokens", "provider", "provider_model", "request", "saved_usd", "tap", "upstream_seconds",
-                 "usd", "usd_counted", "wants_usage")
+    __slots__ = ("answer", "attempts", "cache", "client", "completion_tokens", "fill", "gate", "hold", "metrics",
+                 "model", "prompt_tokens", "provider", "provider_model", "request", "saved_usd", "tap",
+                 "upstream_seconds", "usd", "usd_counted", "wants_usage")
 
     def __init__(self, gate: RequestGate, client: Client, request: Any) -> None:
         self.gate = gate
@@ -101,6 +163,7 @@ class Ticket:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.usd = 0.0
+        self.hold: Hold | None = None    # what the gateway controls reserved (gate/controls.py)
         # the response cache (cache.py): None when it is off, else "hit", "miss" or "bypass"
         self.cache: str | None = None
         self.saved_usd = 0.0             # a hit: what the answer cost when it was first made
@@ -137,6 +200,9 @@ class Ticket:
         self.completion_tokens += completion if isinstance(completion, int) else 0
         if self.provider is None:
             self.provider, self.provider_model = provider, model
+        if self.hold is not None:
+            self.usd += self.hold.record(provider, model, prompt if isinstance(prompt, int) else 0,
+                                         completion if isinstance(completion, int) else 0)
         if self.metrics is not None:
             self._count_usage(provider, model, prompt, completion)
 
@@ -151,10 +217,16 @@ class Ticket:
             headers["x-hulumanage-attempts"] = str(self.attempts)
         if self.cache is not None:
             headers["x-hulumanage-cache"] = self.cache
+        if self.hold is not None:
+            headers.update(self.hold.rate_headers)
         return headers
 
     def finish(self, status: int, complete: bool, ttft: float | None, total: float) -> None:
         """The response has ended: settle what was reserved."""
+        if self.hold is not None:
+            # a cache hit (``answer``) or a failure uses no tokens and no budget
+            answered = status < 400 and self.answer is None
+            self.usd = self.hold.finish(answered, self.provider)
         if self.fill is not None:  # after settling: the answer's cost (``usd``) is known by now
             self.gate.cache.finish(self, status, complete, self.gate.runtime.config.cache)
         if self.metrics is not None:  # last: what settling set (the cost) is counted

@@ -47,7 +47,8 @@ def test_smoke_run_reports_every_figure(tmp_path: Path, engine: str) -> None:
     results = run_smoke(tmp_path, "--engine", engine, "--litellm-venv", str(tmp_path / "no-such-venv"))
     settings = results["settings"]
     targets = results["targets"]
-    assert set(targets) - {"direct-xcore"} == {"direct", "proxy"}  # LiteLLM skipped cleanly: its venv is absent
+    # LiteLLM skipped cleanly (its venv is absent); the proxy with the gateway controls on is a target of its own
+    assert set(targets) - {"direct-xcore"} == {"direct", "proxy", "proxy-controls"}
     assert any("LiteLLM not compared" in note for note in results["notes"])
     assert results["environment"]["engine"] == engine
     events = settings["chunks"] + 2
@@ -58,7 +59,7 @@ def test_smoke_run_reports_every_figure(tmp_path: Path, engine: str) -> None:
         check_latency(xcore["closed"][0]["latency_ms"])
         assert xcore["stream"][0]["stream"]["events_per_stream"] == events
 
-    for name in ("direct", "proxy"):
+    for name in ("direct", "proxy", "proxy-controls"):  # no errors: the controls never reject here
         target = targets[name]
         closed = target["closed"]
         assert [r["concurrency"] for r in closed] == settings["concurrencies"]
@@ -96,6 +97,8 @@ def test_smoke_run_reports_every_figure(tmp_path: Path, engine: str) -> None:
         for pct in ("p50", "p99"):
             figures = paired[kind][f"added_{pct}"]
             assert len(figures) == settings["paired_rounds"] and all(math.isfinite(f) for f in figures)
+            controls = paired["controls"][kind][f"added_{pct}"]  # the controls minus the plain proxy, same rounds
+            assert len(controls) == settings["paired_rounds"] and all(math.isfinite(f) for f in controls)
 
     report = (tmp_path / "report.md").read_text()
     assert f"(median of {settings['paired_rounds']} paired rounds)" in report.split("## Against the targets")[1]
@@ -107,6 +110,8 @@ def test_smoke_run_reports_every_figure(tmp_path: Path, engine: str) -> None:
             assert f"| {name} | {c} |" in report
     assert "| proxy | 1 |" in report.split("## Streaming")[1]
     assert "n/a" not in report.split("## Against the targets")[1].split("##")[0]
+    assert "gateway controls on: added latency over the plain proxy" in report
+    assert "throughput with the gateway controls on" in report
     if importlib.util.find_spec("matplotlib") is not None:
         png = tmp_path / "overhead.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

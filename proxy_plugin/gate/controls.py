@@ -1,0 +1,133 @@
+"""The gateway controls of one configuration: keys, models, rate limits, budgets, cost; and what each request holds.
+
+:class:`Controls` is built once per configuration (the gate rebuilds it when a reload
+swaps the configuration); the rate windows and the state store belong to the gate and
+outlive it. Order for each request (issue 13): authentication (:meth:`Controls.authenticate`),
+then the key's models, then the rate limits and the budgets (:meth:`Controls.admit`,
+one synchronous step: check everything, then reserve everything), then the cache
+and the approach. A :class:`Hold` is what one admitted request reserved; it is settled
+once, when the request ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy_plugin.clock import Clock
+from proxy_plugin.config import ProxyConfig
+from proxy_plugin.gate.budgets import Scope, reserve, settle_budgets
+from proxy_plugin.gate.clients import ANONYMOUS, Client, Keyring
+from proxy_plugin.gate.estimate import output_tokens, prompt_tokens
+from proxy_plugin.gate.limits import Held, RateLimiter
+from proxy_plugin.gate.prices import PriceBook
+from proxy_plugin.gate.spend import Part, record
+from proxy_plugin.state.base import StateStore
+
+
+class Controls:
+    """Keys, limits, budgets and prices of one configuration (``active`` False: none configured, no cost at all)."""
+
+    def __init__(self, config: ProxyConfig, limiter: RateLimiter, store: StateStore, clock: Clock) -> None:
+        self.config = config
+        self.keyring = Keyring(config.clients)
+        self.prices = PriceBook(config.providers)
+        self.limiter = limiter
+        self.store = store
+        self.clock = clock
+        self.anonymous = config.clients.anonymous
+        self.anonymous_limited = any(v is not None for v in (self.anonymous.rpm, self.anonymous.tpm,
+                                                             self.anonymous.max_parallel))
+        self.global_budget: list[Scope] = [("global", config.budget)] if config.budget.usd is not None else []
+        self.key_budgets = {k.id: [("key:" + k.id, k.budget)] for k in config.clients.keys if k.budget.usd is not None}
+        self.reserve_tokens = config.budget_reserve_tokens
+        self.active = (self.keyring.required or self.anonymous_limited or bool(self.global_budget)
+                       or bool(self.key_budgets) or self.prices.any)
+
+    @property
+    def keys_required(self) -> bool:
+        """Whether chat requests need a gateway key."""
+        return self.keyring.required
+
+    def authenticate(self, client: Client, api_key: str | None) -> None:
+        """Fill in ``client`` from its key (a 401 when keys are on and it is missing or unknown)."""
+        if self.keyring.required:
+            key = self.keyring.find(api_key)
+            client.id, client.key = key.id, key
+
+    def scopes(self, client: Client) -> list[Scope]:
+        """The budgets a request of ``client`` counts against: its key's, then the global one."""
+        own = self.key_budgets.get(client.id) if client.key is not None else None
+        return (own or []) + self.global_budget
+
+    def admit(self, client: Client, body: dict[str, Any]) -> Hold:
+        """Check the model, the limits and the budgets, then reserve them all; raise the refusal."""
+        model = body.get("model")
+        self.keyring.check_model(client, model if isinstance(model, str) else "")
+        key = client.key
+        limits = key if key is not None else self.anonymous
+        limited = key is not None or self.anonymous_limited
+        prompt = prompt_tokens(body)
+        output = output_tokens(body, self.reserve_tokens)
+        now = self.clock.monotonic()
+        window = self.limiter.window(f"key:{client.id}" if key is not None else f"ip:{client.ip}") if limited else None
+        headers = self.limiter.check(window, limits, prompt + output, now) if window is not None else {}
+        scopes = self.scopes(client)
+        worst = 0.0
+        held: list[tuple[str, float]] = []
+        if scopes:
+            price_in, price_out = self.prices.worst(model if isinstance(model, str) else "")
+            worst = prompt * price_in + output * price_out
+            held = reserve(self.store, scopes, worst, self.clock.wall())
+        taken = self.limiter.take(window, limits, prompt + output, now) if window is not None else None
+        return Hold(self, client, taken, held, headers, prompt + output, worst)
+
+
+class Hold:
+    """What one admitted request reserved (a place in flight, tokens, budget) and the usage it reported."""
+
+    __slots__ = ("budget", "client", "controls", "estimate", "limits", "parts", "rate_headers", "settled", "worst")
+
+    def __init__(self, controls: Controls, client: Client, limits: Held | None, budget: list[tuple[str, float]],
+                 rate_headers: dict[str, str], estimate: int, worst: float) -> None:
+        self.controls = controls
+        self.client = client
+        self.limits = limits
+        self.budget = budget
+        self.rate_headers = rate_headers
+        self.estimate = estimate
+        self.worst = worst
+        self.parts: list[Part] = []
+        self.settled = False
+
+    def record(self, provider: str, model: str, prompt: int, completion: int) -> float:
+        """One upstream answer's usage; returns its cost."""
+        usd = self.controls.prices.cost(provider, model, prompt, completion)
+        self.parts.append((provider, model, prompt, completion, usd))
+        return usd
+
+    def finish(self, answered: bool, provider: str | None) -> float:
+        """Settle once: the real tokens and cost of an answered request, nothing for a failed or cached one.
+
+        An answer that reported no usage (a stream cut short, an upstream that ignores
+        ``include_usage``) settles at its reservation: tokens at the estimate, cost at the
+        worst case when a priced provider answered (0 when no provider did: ``none``).
+        Returns the cost counted.
+        """
+        if self.settled:
+            return 0.0
+        self.settled = True
+        tokens, usd = 0, 0.0
+        if answered:
+            if self.parts:
+                tokens = sum(p[2] + p[3] for p in self.parts)
+                usd = sum(p[4] for p in self.parts)
+            else:
+                tokens = self.estimate
+                usd = self.worst if provider is not None and self.controls.prices.priced(provider) else 0.0
+            record(self.controls.store, self.client.id if self.client.key is not None else ANONYMOUS,
+                         self.parts)
+        if self.limits is not None:
+            self.limits.settle(tokens)
+        if self.budget:
+            settle_budgets(self.controls.store, self.budget, usd)
+        return usd

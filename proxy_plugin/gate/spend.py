@@ -1,0 +1,57 @@
+"""Spend: answered requests, tokens and USD by client (key id or ``anonymous``), provider and provider model.
+
+Counters in the state store (``spend|<keys|providers|models>|<name>|<field>``), so they
+count since the counters began, restarts included (with a durable backend). ``requests``
+counts answered client requests under ``keys``, and upstream answers under ``providers``
+and ``models`` (a composed request that called upstream three times is one request of
+its key and three of the providers). Refused, failed and cache-hit requests are not spend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from proxy_plugin.state.base import StateStore
+
+SEP = "\x1f"
+PREFIX = "spend" + SEP
+FIELDS = ("requests", "prompt_tokens", "completion_tokens", "usd")
+KINDS = ("keys", "providers", "models")
+
+#: One upstream answer of a request: (provider, provider model, prompt tokens, completion tokens, usd)
+Part = tuple[str, str, int, int, float]
+
+
+def _add(store: StateStore, kind: str, name: str, requests: int, prompt: int, completion: int, usd: float) -> None:
+    base = f"{PREFIX}{kind}{SEP}{name}{SEP}"
+    store.add(base + "requests", requests)
+    store.add(base + "prompt_tokens", prompt)
+    store.add(base + "completion_tokens", completion)
+    store.add(base + "usd", usd)
+
+
+def record(store: StateStore, client: str, parts: Iterable[Part]) -> None:
+    """One answered request of ``client`` and the upstream answers it took."""
+    prompt_sum = completion_sum = 0
+    usd_sum = 0.0
+    for provider, model, prompt, completion, usd in parts:
+        _add(store, "providers", provider, 1, prompt, completion, usd)
+        _add(store, "models", model, 1, prompt, completion, usd)
+        prompt_sum, completion_sum, usd_sum = prompt_sum + prompt, completion_sum + completion, usd_sum + usd
+    _add(store, "keys", client, 1, prompt_sum, completion_sum, usd_sum)
+
+
+def snapshot(store: StateStore) -> dict[str, dict[str, dict[str, Any]]]:
+    """``keys``, ``providers`` and ``models``, each name with all four fields."""
+    out: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
+    for name, value in store.counters(PREFIX).items():
+        head, _, field = name.rpartition(SEP)
+        _, kind, who = head.split(SEP, 2)
+        if kind not in out or field not in FIELDS:
+            continue
+        entry = out[kind].setdefault(who, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0})
+        entry[field] = round(value, 9) if field == "usd" else round(value)
+    for kind in KINDS:
+        out[kind] = dict(sorted(out[kind].items()))
+    return out
