@@ -127,6 +127,7 @@ class Attempts:
         self.skip_models: set[str] = set()
         self.context_length: list[Outcome] = []
         self.last_provider: Provider | None = None
+        self.hold = 0.0  # USD the budget pacer holds for this request (the pool gives it back at the end)
 
     def remaining(self) -> float | None:
         """Seconds left before the request's deadline (None: no deadline)."""

@@ -93,6 +93,7 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
     """
     tries = pool.config.retries.attempts_per_provider
     observer = exchange.observer
+    clock = pool.clock.monotonic
     async with pool.admission():
         run = pool.attempts(exchange.model)
         try:
@@ -106,7 +107,9 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
                         if observer is not None:
                             observer.attempting()
                             began = time.perf_counter()
+                        started = clock()
                         outcome = await exchange.attempt(provider, mapped, run)
+                        seconds = clock() - started  # to the answer, or a stream's first event
                         if outcome.ok and observer is not None:
                             observer.answering(provider.name, mapped)
                         if outcome.ok and outcome.answer is None:  # a stream is open: relay it
@@ -114,6 +117,7 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
                                 async for part in parts:
                                     yield part
                             outcome = exchange.broke or outcome
+                        pool.observe(provider, mapped, outcome, seconds)  # routing signals, learning strategies
                         if observer is not None:
                             observer.attempted(provider.name, mapped, outcome, time.perf_counter() - began)
                         if outcome.ok:
@@ -136,4 +140,5 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
                         attempt += 1
         finally:
             exchange.close()
+            pool.finish(run)
         raise exchange.exhausted(run)

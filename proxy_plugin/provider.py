@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from typing import TYPE_CHECKING, Any
 
 from proxy_plugin.config import ProviderConfig, TimeoutConfig
@@ -20,7 +22,8 @@ class Provider:
     configuration (see :mod:`proxy_plugin.provider_state`).
     """
 
-    __slots__ = ("chat_url", "config", "endpoint", "headers", "index", "models_url", "name", "state", "timeouts")
+    __slots__ = ("_serves", "chat_url", "config", "endpoint", "headers", "index", "models_url", "name", "state",
+                 "timeouts")
 
     def __init__(
         self, config: ProviderConfig, index: int, state: ProviderState, timeouts: TimeoutConfig,
@@ -35,6 +38,11 @@ class Provider:
         self.chat_url = f"{config.base_url}/chat/completions"
         self.models_url = f"{config.base_url}/models"
         self.endpoint: Endpoint = client.endpoint(self.chat_url, self.headers)
+        self._serves = served_pattern(config)
+
+    def serves(self, model: str) -> bool:
+        """Whether a request for ``model`` may go here: ``models`` (globs) or a ``model_map`` key; no list: any."""
+        return self._serves is None or self._serves.fullmatch(model) is not None
 
     def map_model(self, model: str) -> str:
         """The provider's name for the model the client asked for."""
@@ -84,3 +92,15 @@ def provider_headers(config: ProviderConfig) -> dict[str, str]:
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
     return headers
+
+
+def served_pattern(config: ProviderConfig) -> re.Pattern[str] | None:
+    """One regular expression for the models a provider serves (None: every model).
+
+    Its ``models`` globs (``fnmatch``, case-sensitive) and its ``model_map`` keys, compiled
+    once per configuration: matching a request costs one regex match.
+    """
+    if config.models is None:
+        return None
+    parts = [fnmatch.translate(glob) for glob in config.models] + [re.escape(alias) + r"\Z" for alias in config.model_map]
+    return re.compile("|".join(f"(?:{part})" for part in parts) or r"(?!)")

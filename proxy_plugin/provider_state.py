@@ -17,8 +17,11 @@ from typing import Any
 from proxy_plugin.breaker import HALF_OPEN, Breaker
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import CircuitBreakerConfig, MonitoringConfig, ProviderConfig
+from proxy_plugin.routing.signals import Signals
 
 LATENCY_SAMPLES = 200
+#: (provider, model) signals kept per provider; models come from clients, so the table is bounded
+MAX_SIGNALS = 256
 
 
 class ProviderState:
@@ -48,6 +51,9 @@ class ProviderState:
         self.failovers = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.ewma: float | None = None
+        #: the peak-EWMA's time constant (``routing.ewma_decay``, set by the pool serving it)
+        self.ewma_decay = 10.0
+        self._signals: dict[str, Signals] = {}
         self.max_concurrent = config.max_concurrent
         self.slot_wait = config.slot_wait
         self._breaker_config = breakers
@@ -135,6 +141,19 @@ class ProviderState:
         return self.in_flight / limit if limit else float(self.in_flight)
 
     # -- outcomes ------------------------------------------------------------------
+
+    def signals(self, model: str) -> Signals:
+        """Latency and success signals for ``model`` (the provider's name for it) on this provider."""
+        signals = self._signals.get(model)
+        if signals is None:
+            if len(self._signals) >= MAX_SIGNALS:
+                del self._signals[next(iter(self._signals))]
+            signals = self._signals[model] = Signals(self.ewma_decay)
+        return signals
+
+    def observe(self, model: str, ok: bool, seconds: float, penalty: bool) -> None:
+        """One attempt for ``model`` ended after ``seconds`` (``penalty``: a failure that is the provider's fault)."""
+        self.signals(model).observe(ok, seconds, self.clock.monotonic(), penalty)
 
     def record_success(self, model: str, latency: float) -> None:
         """A successful attempt: latency stats, circuits closed."""

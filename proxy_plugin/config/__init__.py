@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from proxy_plugin.config.loader import DEFAULT_PATH, ENV_VAR, ConfigError, find_config_path, load_config, parse_config
 from proxy_plugin.config.schema import (
+    AdaptiveConfig,
     CircuitBreakerConfig,
     HealthCheckConfig,
     MonitoringConfig,
@@ -25,6 +26,7 @@ from proxy_plugin.config.schema import (
 __all__ = [
     "DEFAULT_PATH",
     "ENV_VAR",
+    "AdaptiveConfig",
     "CircuitBreakerConfig",
     "ConfigError",
     "HealthCheckConfig",

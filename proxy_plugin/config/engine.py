@@ -33,7 +33,8 @@ section is a dataclass-typed field inside a section, a required field an ``opt()
 without default. A rule spanning fields goes in ``loader.parse_config``.
 
 Supported field types: ``str``, ``bool``, ``int``, ``float``, a nested config dataclass,
-``Mapping[str, str]`` (read-only after validation), and ``X | None`` of those scalars.
+``Mapping[str, str]`` (read-only after validation), ``tuple[str, ...]`` (a YAML list of
+non-empty strings; ``check`` gets each item), and ``X | None`` of those.
 Rules (``opt`` arguments):
 
 - ``gt`` / ``ge`` / ``le``: numeric bounds ("must be > 0, got 0").
@@ -190,6 +191,25 @@ def _string_map(raw: Any, meta: Mapping[str, Any], ctx: Context, path: str) -> M
     return types.MappingProxyType(out)
 
 
+def _string_list(raw: Any, meta: Mapping[str, Any], ctx: Context, path: str) -> tuple[str, ...]:
+    """Validate a list of non-empty (interpolated) strings into a tuple."""
+    if not isinstance(raw, list):
+        raise ctx.error(path, f"expected a list of strings, got {describe(raw)}")
+    check, out = meta.get("check"), []
+    for i, item in enumerate(raw):
+        sub = f"{path}[{i}]"
+        if not isinstance(item, str) or not item.strip():
+            raise ctx.error(sub, f"expected a non-empty string, got {describe(item)}")
+        value, _ = ctx.interpolate(item, sub, False)
+        if check is not None:
+            try:
+                value = check(value)
+            except ValueError as e:
+                raise ctx.error(sub, str(e)) from None
+        out.append(value)
+    return tuple(out)
+
+
 def _scalar(kind: type, value: Any, raw: Any, templated: bool, secret: bool, ctx: Context, path: str) -> Any:
     """Convert ``value`` (``raw`` after interpolation) to ``kind``, or raise a type error."""
     if kind is str:
@@ -229,6 +249,8 @@ def _value(hint: Any, raw: Any, meta: Mapping[str, Any], ctx: Context, path: str
         return build(typing.cast(type, kind), raw, ctx, path)
     if typing.get_origin(kind) is Mapping:
         return _string_map(raw, meta, ctx, path)
+    if typing.get_origin(kind) is tuple:
+        return None if optional and raw is None else _string_list(raw, meta, ctx, path)
     value, templated = ctx.interpolate(raw, path, secret) if isinstance(raw, str) else (raw, False)
     if optional and (
         value is None or value == "" or (templated and isinstance(value, str) and value.strip().lower() in _NULLS)
