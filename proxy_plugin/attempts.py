@@ -155,12 +155,12 @@ class Attempts:
             if self.last_provider is not None and self.last_provider is not provider:
                 self.last_provider.state.failovers += 1
             self.last_provider = provider
-            state.in_flight += 1
+            began = state.begin()
             state.requests += 1
             try:
                 yield provider, mapped
             finally:
-                state.in_flight -= 1
+                state.end(began)
                 state.release_slot()
                 state.release_circuits(mapped, probes)
 

@@ -98,6 +98,14 @@ def list_models(app: web.Application) -> list[dict[str, Any]]:
 
 
 @hookimpl
+def register_commands(register: Any) -> None:
+    """Register ``simulate``: the routing strategies on virtual time (:mod:`proxy_plugin.sim`)."""
+    from proxy_plugin.sim import command
+
+    register("simulate", command.HELP, command.add_arguments, command.run)
+
+
+@hookimpl
 def request_gate(app: web.Application) -> Any:
     """The proxy's request gate (keys, limits, budgets, cost, cache, metrics), when the proxy is configured."""
     runtime = app.get(RUNTIME)

@@ -54,6 +54,8 @@ class ProviderState:
         #: the peak-EWMA's time constant (``routing.ewma_decay``, set by the pool serving it)
         self.ewma_decay = 10.0
         self._signals: dict[str, Signals] = {}
+        self._outstanding: dict[int, float] = {}  # attempt id -> start, oldest first
+        self._next_attempt = 0
         self.max_concurrent = config.max_concurrent
         self.slot_wait = config.slot_wait
         self._breaker_config = breakers
@@ -133,6 +135,24 @@ class ProviderState:
         """Give back a concurrency slot."""
         if self._slots is not None:
             self._slots.release()
+
+    def begin(self) -> int:
+        """An attempt starts here: counted in flight, its start time kept (returns its id for :meth:`end`)."""
+        self.in_flight += 1
+        self._next_attempt += 1
+        self._outstanding[self._next_attempt] = self.clock.monotonic()
+        return self._next_attempt
+
+    def end(self, attempt: int) -> None:
+        """The attempt ``attempt`` is over."""
+        self.in_flight -= 1
+        self._outstanding.pop(attempt, None)
+
+    def oldest_outstanding(self, now: float) -> float:
+        """Seconds the oldest attempt in flight has waited (0: none): a latency sample in progress."""
+        for started in self._outstanding.values():
+            return now - started
+        return 0.0
 
     @property
     def load(self) -> float:

@@ -8,7 +8,9 @@ keep a burst from herding onto whichever provider was fastest last, and the in-f
 factor moves traffic off a provider as soon as it queues. A provider with no samples has
 load 0: it is tried, not avoided. A failure (a 429, a timeout, a 5xx) is a heavy sample
 (:data:`~proxy_plugin.routing.signals.FAILURE_PENALTY` seconds at least), and an idle
-provider's estimate decays toward zero, so it gets traffic again to show whether it recovered.
+provider's estimate decays toward zero, so it gets traffic again to show whether it recovered;
+while such a probe is out, its age counts as a sample in progress, so a provider that has
+become slow gets one probe, not a burst.
 
 After the pair, the rest follow by load, as the failover order. (The earlier "sort by
 the plain EWMA" is gone: it never beat this in the simulator, and it herds.)
@@ -54,6 +56,10 @@ class LeastLatency:
 
 
 def load(provider: Provider, model: str, now: float) -> float:
-    """Peak-EWMA latency for the model (0 without samples) times in-flight + 1."""
-    ewma = provider.state.signals(provider.map_model(model)).latency.get(now)
-    return (ewma or 0.0) * (provider.state.in_flight + 1)
+    """Peak-EWMA latency for the model (0 without samples), at least the age of the oldest attempt still in
+    flight there (an answer not in yet is a sample in progress), times in-flight + 1."""
+    state = provider.state
+    ewma = state.signals(provider.map_model(model)).latency.get(now) or 0.0
+    if state.in_flight:
+        ewma = max(ewma, state.oldest_outstanding(now))
+    return ewma * (state.in_flight + 1)
