@@ -52,14 +52,16 @@ class Pool:
         self.session = session  # health checks and other calls off the hot path
         self.client = client    # chat completions
         states = states or {}
+        self.rng = rng or random.Random()
         self.providers: list[Provider] = []
         for i, p in enumerate(config.providers):  # resolved once per configuration, not per request
             state = states.get(p.name) or ProviderState(p, config.circuit_breaker, config.monitoring, clock)
             state.health_checks = config.routing.health_check.enabled
             state.ewma_decay = config.routing.ewma_decay
+            if rng is not None:
+                state.rng = rng
             self.providers.append(Provider(p, i, state, config.timeouts_for(p), client))
         self.redact = provider_secrets(config.providers)  # applied to upstream error bodies only
-        self.rng = rng or random.Random()
         ctx = Context(self.rng, clock, config.routing)
         self.strategy = make_strategy(config.routing.strategy, ctx)
         # fallbacks get their own instance: a stateful strategy (round_robin) must not

@@ -11,6 +11,7 @@ close an open circuit or forget a provider's latency.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import deque
 from typing import Any
 
@@ -54,6 +55,8 @@ class ProviderState:
         #: the peak-EWMA's time constant (``routing.ewma_decay``, set by the pool serving it)
         self.ewma_decay = 10.0
         self._signals: dict[str, Signals] = {}
+        #: what the circuits' jitter draws from (the pool's generator, so a seeded run repeats; None: fresh)
+        self.rng: random.Random | None = None
         self._outstanding: dict[int, float] = {}  # attempt id -> start, oldest first
         self._next_attempt = 0
         self.max_concurrent = config.max_concurrent
@@ -73,7 +76,7 @@ class ProviderState:
             breaker = Breaker(
                 consecutive_failures=c.consecutive_failures, failure_rate=c.failure_rate, window=c.window,
                 min_requests=c.min_requests, open_base=c.open_base, open_max=c.open_max,
-                max_probe_gap=c.max_probe_gap, clock=self.clock.monotonic,
+                max_probe_gap=c.max_probe_gap, clock=self.clock.monotonic, rng=self.rng,
             )
             self._breakers[model] = breaker
         return breaker

@@ -15,7 +15,7 @@ import dataclasses
 import random
 import types
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from proxy_plugin.attempts import Attempts, Outcome
 from proxy_plugin.clock import ManualClock
@@ -36,6 +36,9 @@ from proxy_plugin.routing.costs import cost_usd
 from proxy_plugin.sim import vloop
 from proxy_plugin.sim.draws import ATTEMPTS, Request
 from proxy_plugin.sim.scenarios import REQUEST_TIMEOUT, SLA, TYPICAL_TOKENS, WORST_TOKENS, Scenario
+
+if TYPE_CHECKING:
+    from proxy_plugin.dispatch import Observer
 
 MODEL = "sim-model"
 START = 1000.0  # the virtual clock's reading at t = 0
@@ -101,7 +104,7 @@ class _NoClient:
 class SimExchange:
     """A simulated non-streaming request (see the module docstring)."""
 
-    observer = None
+    observer: Observer | None = None
     broke: Outcome | None = None
 
     def __init__(self, request: Request, result: Result, index: int, budget: SimBudget | None) -> None:
