@@ -31,7 +31,7 @@ def names(order: list[Any]) -> list[str]:
 
 
 def test_least_latency_tries_the_better_of_a_random_pair() -> None:
-    pool, clock = make_pool("least_latency")
+    pool, _clock = make_pool("least_latency")
     cheap, middling, expensive = pool.providers
     for p, seconds in ((cheap, 0.1), (middling, 1.0), (expensive, 5.0)):
         pool.observe(p, engine.MODEL, OK, seconds)
@@ -137,7 +137,7 @@ def test_pacing_prefers_cheaper_then_sheds_and_never_overshoots() -> None:
 
 def test_adaptive_leaves_a_failing_provider_and_notices_its_recovery() -> None:
     pool, clock = make_pool("adaptive")
-    cheap, middling, expensive = pool.providers
+    cheap, middling, _expensive = pool.providers
 
     def share_first(name: str, n: int = 400) -> float:
         return sum(pool.plan(engine.MODEL)[0].name == name for _ in range(n)) / n
@@ -166,7 +166,7 @@ def test_adaptive_leaves_a_failing_provider_and_notices_its_recovery() -> None:
 
 @pytest.mark.parametrize("strategy", ["cost", "adaptive", "least_latency"])
 def test_every_strategy_keeps_the_breaker_rule(strategy: str) -> None:
-    pool, clock = make_pool(strategy)
+    pool, _clock = make_pool(strategy)
     cheap = pool.providers[0]
     for _ in range(5):  # five consecutive failures open its circuit
         cheap.state.record_failure(engine.MODEL, "transient", "503", whole_provider=False)
