@@ -127,6 +127,7 @@ class Attempts:
         self.skip_models: set[str] = set()
         self.context_length: list[Outcome] = []
         self.last_provider: Provider | None = None
+        self.hold = 0.0  # USD the budget pacer holds for this request (the pool gives it back at the end)
 
     def remaining(self) -> float | None:
         """Seconds left before the request's deadline (None: no deadline)."""
@@ -154,12 +155,12 @@ class Attempts:
             if self.last_provider is not None and self.last_provider is not provider:
                 self.last_provider.state.failovers += 1
             self.last_provider = provider
-            state.in_flight += 1
+            began = state.begin()
             state.requests += 1
             try:
                 yield provider, mapped
             finally:
-                state.in_flight -= 1
+                state.end(began)
                 state.release_slot()
                 state.release_circuits(mapped, probes)
 

@@ -96,6 +96,7 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
     """
     tries = pool.config.retries.attempts_per_provider
     observer = exchange.observer
+    clock = pool.clock.monotonic
     async with pool.admission():
         run = pool.attempts(exchange.model)
         try:
@@ -107,8 +108,10 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
                     while attempt < tries and exchange.may_try():
                         if observer is not None:
                             observer.attempting()
-                        began = time.perf_counter()
+                            began = time.perf_counter()
+                        started = clock()
                         outcome = await exchange.attempt(provider, mapped, run)
+                        seconds = clock() - started  # to the answer, or a stream's first event
                         if outcome.ok and observer is not None:
                             observer.answering(provider.name, mapped)
                         if outcome.ok and outcome.answer is None:  # a stream is open: relay it
@@ -116,6 +119,7 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
                                 async for part in parts:
                                     yield part
                             outcome = exchange.broke or outcome
+                        pool.observe(provider, mapped, outcome, seconds)  # routing signals, learning strategies
                         if observer is not None:
                             observer.attempted(provider.name, mapped, outcome, time.perf_counter() - began)
                         if logger.isEnabledFor(logging.DEBUG):
@@ -140,6 +144,7 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
                         attempt += 1
         finally:
             exchange.close()
+            pool.finish(run)
         raise exchange.exhausted(run)
 
 

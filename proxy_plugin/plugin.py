@@ -97,7 +97,9 @@ def health(app: web.Application) -> dict[str, Any]:
 
 @hookimpl
 def list_models(app: web.Application) -> list[dict[str, Any]]:
-    """Every ``model_map`` alias plus the models the providers report."""
+    """Exactly what is served: every ``model_map`` alias, each provider's ``models`` named without a
+    wildcard, and the models the providers' health checks report that their ``models`` globs
+    admit (a glob alone lists nothing: it cannot be enumerated)."""
     runtime = app.get(RUNTIME)
     if runtime is None:
         return []
@@ -106,8 +108,10 @@ def list_models(app: web.Application) -> list[dict[str, Any]]:
         for alias in provider.config.model_map:
             models.setdefault(alias, {"id": alias, "object": "model", "created": 0, "owned_by": "proxy"})
     for provider in runtime.current.providers:
-        for model in provider.models:
-            models.setdefault(model, {"id": model, "object": "model", "created": 0, "owned_by": provider.name})
+        named = [m for m in provider.config.models or () if not any(c in m for c in "*?[")]
+        for model in (*named, *provider.models):
+            if provider.serves(model):
+                models.setdefault(model, {"id": model, "object": "model", "created": 0, "owned_by": provider.name})
     return list(models.values())
 
 
@@ -122,6 +126,14 @@ def register_routes(app: web.Application, options: argparse.Namespace) -> None:
     app.router.add_get("/metrics", metrics_handler(lambda app: app.get(RUNTIME)))
     app.router.add_post("/admin/clear-cache", clear_cache)
     app.router.add_get("/admin/spend", spend_handler(options, _spend))
+
+
+@hookimpl
+def register_commands(register: Any) -> None:
+    """Register ``simulate``: the routing strategies on virtual time (:mod:`proxy_plugin.sim`)."""
+    from proxy_plugin.sim import command
+
+    register("simulate", command.HELP, command.add_arguments, command.run)
 
 
 @hookimpl

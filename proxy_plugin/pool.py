@@ -13,8 +13,9 @@ from typing import Any
 
 import aiohttp
 
-from proxy_plugin.attempts import Attempts, RetryBudget
+from proxy_plugin.attempts import Attempts, Outcome, RetryBudget
 from proxy_plugin.buffered import BufferedExchange, RawResponse
+from proxy_plugin.classify import Failure
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ProviderConfig, ProxyConfig
 from proxy_plugin.dispatch import Observer, dispatch
@@ -22,7 +23,8 @@ from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
 from proxy_plugin.provider_state import ProviderState
 from proxy_plugin.redact import provider_secrets
-from proxy_plugin.routing import make_strategy
+from proxy_plugin.routing import Context, make_strategy
+from proxy_plugin.routing.pacing import PaceBudget, Pacer, live_budget
 from proxy_plugin.streaming import StreamedExchange
 from proxy_plugin.upstream import UpstreamClient
 
@@ -37,29 +39,40 @@ class Pool:
     def __init__(
         self, config: ProxyConfig, session: aiohttp.ClientSession, client: UpstreamClient,
         rng: random.Random | None = None, states: dict[str, ProviderState] | None = None,
-        clock: Clock = SYSTEM,
+        clock: Clock = SYSTEM, pace: PaceBudget | None = None,
     ) -> None:
         """Build the providers of ``config``; ``states`` gives the run-time state to carry over, by provider name.
 
-        ``clock`` is what circuits, failure times and the retry budget read (a test's
-        ``ManualClock``); request deadlines stay on real time (they bound real waits).
+        ``clock`` is what circuits, failure times, routing signals and the retry budget read
+        (a test's ``ManualClock``); request deadlines stay on real time (they bound real
+        waits). ``pace``: the budget to pace spending against (default: the live global
+        budget, :func:`~proxy_plugin.routing.pacing.live_budget`), when ``routing.pace_budget``.
         """
         self.config = config
         self.clock = clock
         self.session = session  # health checks and other calls off the hot path
         self.client = client    # chat completions
         states = states or {}
+        self.rng = rng or random.Random()
         self.providers: list[Provider] = []
         for i, p in enumerate(config.providers):  # resolved once per configuration, not per request
             state = states.get(p.name) or ProviderState(p, config.circuit_breaker, config.monitoring, clock)
             state.health_checks = config.routing.health_check.enabled
+            state.ewma_decay = config.routing.ewma_decay
+            if rng is not None:
+                state.rng = rng
             self.providers.append(Provider(p, i, state, config.timeouts_for(p), client))
         self.redact = provider_secrets(config.providers)  # applied to upstream error bodies only
-        self.strategy = make_strategy(config.routing.strategy)
+        ctx = Context(self.rng, clock, config.routing)
+        self.strategy = make_strategy(config.routing.strategy, ctx)
         # fallbacks get their own instance: a stateful strategy (round_robin) must not
         # advance its primary rotation when it orders the fallbacks
-        self.fallback_strategy = make_strategy(config.routing.strategy)
-        self.rng = rng or random.Random()
+        self.fallback_strategy = make_strategy(config.routing.strategy, ctx)
+        self._learners = [s.observe for s in (self.strategy, self.fallback_strategy) if hasattr(s, "observe")]
+        pace = pace if pace is not None else live_budget(config)
+        self.pacer = Pacer(pace, clock, self.rng) if pace is not None and config.routing.pace_budget else None
+        self.unfiltered = all(p.config.models is None for p in self.providers)  # no provider lists its models
+        self.served = sorted({m for p in config.providers for m in (*(p.models or ()), *p.model_map)})
         self.budget = RetryBudget(config.retries.budget_ratio, config.retries.budget_min, clock.monotonic)
         self._queue = asyncio.Semaphore(config.queue.max_concurrent)
         self.in_flight = 0
@@ -89,18 +102,23 @@ class Pool:
     # -- planning ------------------------------------------------------------------
 
     def plan(self, model: str) -> list[Provider]:
-        """Providers to try, in order: available primaries, then available fallbacks.
+        """Providers to try, in order: available primaries, then available fallbacks, of those serving ``model``.
 
-        When none is available, every provider, least recently failed first.
+        When none is available, every provider serving it, least recently failed first;
+        when none serves it, a 404 ``model_not_found`` naming the models served.
         """
         primaries: list[Provider] = []
         fallbacks: list[Provider] = []
-        for p in self.providers:
+        serving = self.providers if self.unfiltered else [p for p in self.providers if p.serves(model)]
+        if not serving:
+            raise ProxyError(404, f"the model {model!r} is not served here; served models: {', '.join(self.served)}",
+                             "invalid_request_error", "model_not_found")
+        for p in serving:
             if p.state.available(p.map_model(model)):
                 (fallbacks if p.config.fallback_only else primaries).append(p)
-        order = self.strategy.order(primaries) + self.fallback_strategy.order(fallbacks)
+        order = self.strategy.order(primaries, model) + self.fallback_strategy.order(fallbacks, model)
         if not order:
-            order = sorted(self.providers, key=lambda p: (p.state.last_failure, p.config.fallback_only, p.index))
+            order = sorted(serving, key=lambda p: (p.state.last_failure, p.config.fallback_only, p.index))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("route model=%s strategy=%s plan=%s", model, self.strategy.name, [p.name for p in order])
         return order
@@ -109,7 +127,32 @@ class Pool:
         """A fresh attempt driver for one request."""
         total = self.config.timeouts.total
         deadline = time.monotonic() + total if total else None
-        return Attempts(self.plan(model), model, self.config.retries, self.budget, deadline, self.rng, self.providers)
+        order = self.plan(model)
+        hold = 0.0
+        if self.pacer is not None:
+            order, hold = self.pacer.apply(order, model)
+        run = Attempts(order, model, self.config.retries, self.budget, deadline, self.rng, self.providers)
+        run.hold = hold
+        return run
+
+    def observe(self, provider: Provider, mapped: str, outcome: Outcome, seconds: float) -> None:
+        """One attempt ended (the dispatch loop's hook): feed the provider's signals and a learning strategy.
+
+        A caller's error says nothing about the provider and is left out; a failure that is
+        the provider's fault counts as a heavy latency sample.
+        """
+        failure = outcome.failure
+        if failure is Failure.CALLER:
+            return
+        penalty = failure is not None and failure.counts_against_provider
+        provider.state.observe(mapped, outcome.ok, seconds, penalty)
+        for learn in self._learners:
+            learn(provider, mapped, outcome, seconds)
+
+    def finish(self, run: Attempts) -> None:
+        """A request ended: give back what it held (its budget reservation)."""
+        if self.pacer is not None:
+            self.pacer.finish(run.hold)
 
 
 def carried_states(old: Pool | None, config: ProxyConfig) -> dict[str, ProviderState]:

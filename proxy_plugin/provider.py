@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -22,7 +23,8 @@ class Provider:
     configuration (see :mod:`proxy_plugin.provider_state`).
     """
 
-    __slots__ = ("chat_url", "config", "endpoint", "headers", "hint_404", "index", "models_url", "name", "state",
+    __slots__ = ("_serves", "chat_url", "config", "endpoint", "headers", "hint_404", "index", "models_url", "name",
+                 "state",
                  "timeouts")
 
     def __init__(
@@ -39,6 +41,11 @@ class Provider:
         self.models_url = provider_url(config, "/models")
         self.endpoint: Endpoint = client.endpoint(self.chat_url, self.headers)
         self.hint_404 = missing_version_hint(config)  # what a 404 from it may mean, said where it shows
+        self._serves = served_pattern(config)
+
+    def serves(self, model: str) -> bool:
+        """Whether a request for ``model`` may go here: ``models`` (globs) or a ``model_map`` key; no list: any."""
+        return self._serves is None or self._serves.fullmatch(model) is not None
 
     def map_model(self, model: str) -> str:
         """The provider's name for the model the client asked for."""
@@ -113,3 +120,15 @@ def missing_version_hint(config: ProviderConfig) -> str:
         return ""
     return (f" (its base_url {parts.scheme}://{parts.netloc}{parts.path or '/'} does not end in a version segment: "
             "most OpenAI-compatible servers want one, such as /v1)")
+
+
+def served_pattern(config: ProviderConfig) -> re.Pattern[str] | None:
+    """One regular expression for the models a provider serves (None: every model).
+
+    Its ``models`` globs (``fnmatch``, case-sensitive) and its ``model_map`` keys, compiled
+    once per configuration: matching a request costs one regex match.
+    """
+    if config.models is None:
+        return None
+    parts = [fnmatch.translate(glob) for glob in config.models] + [re.escape(alias) + r"\Z" for alias in config.model_map]
+    return re.compile("|".join(f"(?:{part})" for part in parts) or r"(?!)")

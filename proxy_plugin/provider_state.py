@@ -11,14 +11,18 @@ close an open circuit or forget a provider's latency.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import deque
 from typing import Any
 
 from proxy_plugin.breaker import CLOSED, HALF_OPEN, Breaker
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import CircuitBreakerConfig, MonitoringConfig, ProviderConfig
+from proxy_plugin.routing.signals import Signals
 
 LATENCY_SAMPLES = 200
+#: (provider, model) signals kept per provider; models come from clients, so the table is bounded
+MAX_SIGNALS = 256
 
 
 class ProviderState:
@@ -48,6 +52,13 @@ class ProviderState:
         self.failovers = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.ewma: float | None = None
+        #: the peak-EWMA's time constant (``routing.ewma_decay``, set by the pool serving it)
+        self.ewma_decay = 10.0
+        self._signals: dict[str, Signals] = {}
+        #: what the circuits' jitter draws from (the pool's generator, so a seeded run repeats; None: fresh)
+        self.rng: random.Random | None = None
+        self._outstanding: dict[int, float] = {}  # attempt id -> start, oldest first
+        self._next_attempt = 0
         self.max_concurrent = config.max_concurrent
         self.slot_wait = config.slot_wait
         self._breaker_config = breakers
@@ -65,7 +76,7 @@ class ProviderState:
             breaker = Breaker(
                 consecutive_failures=c.consecutive_failures, failure_rate=c.failure_rate, window=c.window,
                 min_requests=c.min_requests, open_base=c.open_base, open_max=c.open_max,
-                max_probe_gap=c.max_probe_gap, clock=self.clock.monotonic,
+                max_probe_gap=c.max_probe_gap, clock=self.clock.monotonic, rng=self.rng,
             )
             self._breakers[model] = breaker
         return breaker
@@ -128,6 +139,24 @@ class ProviderState:
         if self._slots is not None:
             self._slots.release()
 
+    def begin(self) -> int:
+        """An attempt starts here: counted in flight, its start time kept (returns its id for :meth:`end`)."""
+        self.in_flight += 1
+        self._next_attempt += 1
+        self._outstanding[self._next_attempt] = self.clock.monotonic()
+        return self._next_attempt
+
+    def end(self, attempt: int) -> None:
+        """The attempt ``attempt`` is over."""
+        self.in_flight -= 1
+        self._outstanding.pop(attempt, None)
+
+    def oldest_outstanding(self, now: float) -> float:
+        """Seconds the oldest attempt in flight has waited (0: none): a latency sample in progress."""
+        for started in self._outstanding.values():
+            return now - started
+        return 0.0
+
     @property
     def load(self) -> float:
         """Share of capacity in use (in-flight requests when unlimited)."""
@@ -135,6 +164,19 @@ class ProviderState:
         return self.in_flight / limit if limit else float(self.in_flight)
 
     # -- outcomes ------------------------------------------------------------------
+
+    def signals(self, model: str) -> Signals:
+        """Latency and success signals for ``model`` (the provider's name for it) on this provider."""
+        signals = self._signals.get(model)
+        if signals is None:
+            if len(self._signals) >= MAX_SIGNALS:
+                del self._signals[next(iter(self._signals))]
+            signals = self._signals[model] = Signals(self.ewma_decay)
+        return signals
+
+    def observe(self, model: str, ok: bool, seconds: float, penalty: bool) -> None:
+        """One attempt for ``model`` ended after ``seconds`` (``penalty``: a failure that is the provider's fault)."""
+        self.signals(model).observe(ok, seconds, self.clock.monotonic(), penalty)
 
     def record_success(self, model: str, latency: float) -> None:
         """A successful attempt: latency stats, circuits closed."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from proxy_plugin.config.loader import DEFAULT_PATH, ENV_VAR, ConfigError, find_config_path, load_config, parse_config
 from proxy_plugin.config.schema import (
+    AdaptiveConfig,
     CacheConfig,
     CircuitBreakerConfig,
     HealthCheckConfig,
@@ -27,6 +28,7 @@ from proxy_plugin.config.schema import (
 __all__ = [
     "DEFAULT_PATH",
     "ENV_VAR",
+    "AdaptiveConfig",
     "CacheConfig",
     "CircuitBreakerConfig",
     "ConfigError",

@@ -270,7 +270,7 @@ def _value(hint: Any, raw: Any, meta: Mapping[str, Any], ctx: Context, path: str
     if dataclasses.is_dataclass(kind):
         return build(typing.cast(type, kind), raw, ctx, path)
     if typing.get_origin(kind) is tuple:
-        return _sequence(typing.get_args(kind)[0], raw, meta, ctx, path)
+        return None if optional and raw is None else _sequence(typing.get_args(kind)[0], raw, meta, ctx, path)
     if typing.get_origin(kind) is Mapping:
         item = typing.get_args(kind)[1]
         if dataclasses.is_dataclass(item):

@@ -76,6 +76,8 @@ class ProviderConfig:
     slot_wait: float = opt(0.5, ge=0)
     headers: Mapping[str, str] = opt(factory=empty_map, secret=True, check=header_item)
     supports_prefill: bool = opt(False)
+    #: the models it serves, as globs (``gpt-4o-mini*``); None: every model. ``model_map`` keys count too.
+    models: tuple[str, ...] | None = opt(None, check=globs)
     timeouts: TimeoutOverrides = dataclasses.field(default_factory=TimeoutOverrides)
     # query parameters on every request to it (Azure's api-version); a query in base_url counts too
     query: Mapping[str, str] = opt(factory=empty_map, secret=True)
@@ -99,11 +101,30 @@ class HealthCheckConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AdaptiveConfig:
+    """The ``adaptive`` strategy's reward: success, less these weights times latency and cost (each in [0, 1])."""
+
+    latency_weight: float = opt(0.3, ge=0, le=1)
+    cost_weight: float = opt(0.3, ge=0, le=1)
+    #: the latency that costs the full ``latency_weight`` (seconds); faster answers cost a share of it
+    latency_target: float = opt(5.0, gt=0)
+    #: seconds after which evidence counts half (discounting: a recovered provider is noticed)
+    half_life: float = opt(30.0, gt=0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RoutingConfig:
     """How a provider is chosen for each request."""
 
     strategy: str = opt("weighted", check=strategy)
     health_check: HealthCheckConfig = dataclasses.field(default_factory=HealthCheckConfig)
+    #: the peak-EWMA latency's time constant (seconds): ``least_latency`` and the routing signals
+    ewma_decay: float = opt(10.0, gt=0)
+    #: ``cost`` leaves a provider whose recent success rate falls below this
+    min_success: float = opt(0.9, ge=0, le=1)
+    adaptive: AdaptiveConfig = dataclasses.field(default_factory=AdaptiveConfig)
+    #: pace spending against a global budget with a period (when one is set): cheaper first, then shed
+    pace_budget: bool = opt(True)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from proxy_plugin.provider import Provider
+    from proxy_plugin.routing.base import Context
 
 
 class LeastBusy:
@@ -14,6 +15,9 @@ class LeastBusy:
 
     name = "least_busy"
 
-    def order(self, providers: Sequence[Provider]) -> list[Provider]:
+    def __init__(self, ctx: Context | None = None) -> None:
+        """Stateless."""
+
+    def order(self, providers: Sequence[Provider], model: str = "") -> list[Provider]:
         """Sort by load, then config order."""
         return sorted(providers, key=lambda p: (p.load, p.index))

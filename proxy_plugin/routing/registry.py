@@ -3,7 +3,8 @@
 ``NAMES`` is the only list of strategy names: the config validator checks
 ``routing.strategy`` against it (and suggests the closest), and ``make_strategy``
 builds from it. A new strategy is one module in this package with a class that has a
-``name`` and an ``order(providers)`` method (see ``base.Strategy``), plus one line in
+``name``, a constructor taking a ``base.Context`` (or None) and an ``order(providers,
+model)`` method (see ``base.Strategy``; ``observe`` too if it learns), plus one line in
 ``_CLASSES`` below. Strategy modules import ``Provider`` only for type checking, so
 importing this registry (as the config does) never imports ``provider.py``.
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from proxy_plugin.routing.base import Strategy
+from proxy_plugin.routing.adaptive import Adaptive
+from proxy_plugin.routing.base import Context, Strategy
+from proxy_plugin.routing.cost import Cost
 from proxy_plugin.routing.failover import Failover
 from proxy_plugin.routing.least_busy import LeastBusy
 from proxy_plugin.routing.least_latency import LeastLatency
@@ -27,12 +30,14 @@ _CLASSES: tuple[type[Strategy], ...] = (
     Failover,
     LeastLatency,
     LeastBusy,
+    Cost,
+    Adaptive,
 )
 
-STRATEGIES: Mapping[str, Callable[[], Strategy]] = MappingProxyType({cls.name: cls for cls in _CLASSES})
+STRATEGIES: Mapping[str, Callable[[Context | None], Strategy]] = MappingProxyType({cls.name: cls for cls in _CLASSES})
 NAMES: tuple[str, ...] = tuple(STRATEGIES)
 
 
-def make_strategy(name: str) -> Strategy:
-    """A new instance of the strategy registered under ``name`` (KeyError if none is)."""
-    return STRATEGIES[name]()
+def make_strategy(name: str, ctx: Context | None = None) -> Strategy:
+    """A new instance of the strategy registered under ``name`` (KeyError if none is), built with ``ctx``."""
+    return STRATEGIES[name](ctx)

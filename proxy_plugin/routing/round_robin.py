@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from proxy_plugin.provider import Provider
+    from proxy_plugin.routing.base import Context
 
 
 class RoundRobin:
@@ -15,11 +16,11 @@ class RoundRobin:
 
     name = "round_robin"
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: Context | None = None) -> None:
         """Start the rotation at the first provider."""
         self._counter = itertools.count()
 
-    def order(self, providers: Sequence[Provider]) -> list[Provider]:
+    def order(self, providers: Sequence[Provider], model: str = "") -> list[Provider]:
         """Start one further along the list each request."""
         if not providers:
             return []

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from proxy_plugin.provider import Provider
+    from proxy_plugin.routing.base import Context
 
 
 class Weighted:
@@ -15,11 +16,11 @@ class Weighted:
 
     name = "weighted"
 
-    def __init__(self, rng: random.Random | None = None) -> None:
-        """Draw from ``rng`` (a fresh ``random.Random`` if None)."""
-        self._rng = rng or random.Random()
+    def __init__(self, ctx: Context | None = None) -> None:
+        """Draw from the context's random generator (a fresh one without a context)."""
+        self._rng = ctx.rng if ctx is not None else random.Random()
 
-    def order(self, providers: Sequence[Provider]) -> list[Provider]:
+    def order(self, providers: Sequence[Provider], model: str = "") -> list[Provider]:
         """Draw providers one by one, each with probability weight / remaining weight."""
         if len(providers) <= 1:
             return list(providers)

@@ -1,0 +1,137 @@
+"""Budget pacing, on top of any strategy: cheaper first when spending runs ahead, then shed; never overshoot.
+
+A :class:`Pacer` reads a :class:`PaceBudget` (a limit in USD over a period) and, for each
+request, takes the strategy's order and:
+
+1. drops every provider whose *worst-case* cost (``worst_tokens`` at its prices) no longer
+   fits in what is left, and reserves the worst case of the dearest one kept until the
+   request ends (:meth:`Pacer.finish`), so concurrent requests cannot overshoot together;
+   nothing left: 429 ``budget_exceeded``;
+2. estimates the requests still to come in the period (the arrival rate, decayed counts
+   with a ``RATE_HALF_LIFE``, times the time left) and so the affordable cost per request
+   ``c* = left / requests to come``; when the strategy's first choice costs more than
+   ``c*`` at ``typical_tokens`` (at that rate, spending would run out before the period
+   ends), providers that cost at most ``c*`` go first, in the strategy's order, then the
+   rest cheapest first;
+3. when even the cheapest costs more than ``c*``, it admits a request with probability
+   ``c* / cheapest`` (the rest: 429 ``budget_exceeded``), so spending follows the budget
+   line instead of stopping dead and starting again.
+
+The live server's seam: the global budget (``budget: {usd, period}``, the gateway controls'
+section) reaches the pool as a ``PaceBudget`` from :func:`live_budget`; until that work
+lands it returns None and pacing is off. The simulator passes its own budget.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from proxy_plugin.errors import ProxyError
+from proxy_plugin.routing.costs import cost_usd
+
+if TYPE_CHECKING:
+    from proxy_plugin.clock import Clock
+    from proxy_plugin.provider import Provider
+
+RATE_HALF_LIFE = 60.0
+
+
+class PaceBudget(Protocol):
+    """A spending limit over a period, as pacing reads it (USD, seconds)."""
+
+    limit_usd: float
+    typical_tokens: tuple[float, float]  # (input, output) of a usual request: what pacing plans with
+    worst_tokens: tuple[float, float]    # the most one request can use: what it reserves
+
+    def spent(self) -> float:
+        """Spent and reserved in the current period."""
+
+    def left_in_period(self) -> float:
+        """Seconds until the current period ends."""
+
+    def reserve(self, usd: float) -> None:
+        """Hold ``usd`` until released."""
+
+    def release(self, usd: float) -> None:
+        """Give a hold back (what was really spent is charged by whoever reads the usage)."""
+
+
+def live_budget(config: Any) -> PaceBudget | None:
+    """The live server's global budget as a :class:`PaceBudget` (None: no budget with a period, or pacing off).
+
+    Seam for the gateway controls (issue 13): once the global ``budget`` and its spend
+    state exist, adapt them here; until then the live server does not pace.
+    """
+    return None
+
+
+def budget_exceeded(message: str, retry_after: float) -> ProxyError:
+    """The 429 a paced-out request gets."""
+    return ProxyError(429, message, "rate_limit_error", "budget_exceeded",
+                      {"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
+class Pacer:
+    """Applies a :class:`PaceBudget` to each request's plan (see the module docstring)."""
+
+    def __init__(self, budget: PaceBudget, clock: Clock, rng: random.Random) -> None:
+        self.budget = budget
+        self.clock = clock
+        self.rng = rng
+        self._count = 0.0     # requests seen, halving every RATE_HALF_LIFE
+        self._stamp: float | None = None
+        self._first: float | None = None
+        self.shed = 0
+
+    def _rate(self, now: float) -> float:
+        """Requests per second lately (this one counted)."""
+        if self._stamp is None:
+            self._stamp = self._first = now
+        self._count = self._count * 0.5 ** ((now - self._stamp) / RATE_HALF_LIFE) + 1.0
+        self._stamp = now
+        assert self._first is not None
+        tau = RATE_HALF_LIFE / math.log(2)
+        window = tau * (1.0 - math.exp(-(now - self._first) / tau))
+        return self._count / max(window, 1.0)
+
+    def apply(self, order: Sequence[Provider], model: str) -> tuple[list[Provider], float]:
+        """The paced order and the USD held for it (raises 429 ``budget_exceeded``)."""
+        budget = self.budget
+        now = self.clock.monotonic()
+        rate = self._rate(now)
+        left = budget.limit_usd - budget.spent()
+        time_left = budget.left_in_period()
+        worst_in, worst_out = budget.worst_tokens
+        typ_in, typ_out = budget.typical_tokens
+        fits: list[tuple[Provider, float, float]] = []
+        for p in order:
+            mapped = p.map_model(model)
+            worst = cost_usd(p.config, mapped, worst_in, worst_out)
+            if worst <= left:
+                fits.append((p, worst, cost_usd(p.config, mapped, typ_in, typ_out)))
+        if not fits:
+            self.shed += 1
+            raise budget_exceeded(f"the budget of ${budget.limit_usd:g} for this period is spent "
+                                  f"(${max(0.0, left):.4f} left)", time_left)
+        to_come = max(1.0, rate * time_left)
+        c_star = left / to_come
+        cheapest = min(t for _, _, t in fits)
+        if cheapest > c_star:
+            if self.rng.random() * cheapest > c_star:
+                self.shed += 1
+                raise budget_exceeded(f"spending is paced to the budget of ${budget.limit_usd:g} per period: "
+                                      f"this request would overrun it", min(time_left, 1.0))
+            fits.sort(key=lambda t: (t[2], t[0].index))
+        elif fits[0][2] > c_star:
+            fits.sort(key=lambda t: (t[2] > c_star, t[2] if t[2] > c_star else 0.0))  # stable: strategy order kept
+        hold = max(w for _, w, _ in fits)
+        budget.reserve(hold)
+        return [p for p, _, _ in fits], hold
+
+    def finish(self, hold: float) -> None:
+        """The request ended: give its hold back."""
+        if hold:
+            self.budget.release(hold)
