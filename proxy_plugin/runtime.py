@@ -58,6 +58,16 @@ class ProxyRuntime:
     async def start(self) -> None:
         """Open the connection pool, build the provider pool, start health checks."""
         _apply_log_level(self.config.monitoring.log_level)
+        await self.open()
+        self._health.start()
+        logger.info("proxy ready: %s (%s), strategy %s, config %s", plural(len(self.config.providers), "provider"),
+                    ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)
+
+    async def open(self) -> None:
+        """Open the connection pool and build the provider pool, as startup does (no health checks yet).
+
+        ``hulumanage check`` stops here: what fails here fails the server's startup too.
+        """
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar(),
                                              auto_decompress=True)
@@ -67,9 +77,6 @@ class ProxyRuntime:
         except BaseException:
             await self.close()
             raise
-        self._health.start()
-        logger.info("proxy ready: %s (%s), strategy %s, config %s", plural(len(self.config.providers), "provider"),
-                    ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)
 
     async def prepare_reload(self) -> PreparedReload:
         """Load and validate the file again and build the new pool, swapping nothing yet.
