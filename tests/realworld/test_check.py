@@ -74,6 +74,7 @@ async def test_no_file_exits_2_and_says_where_it_looked(env: dict[str, str]) -> 
     code, out, err = await hulumanage(env, "check")
     assert code == 2
     assert "no providers file found" in err and str(Path(env["HOME"]) / ".hulumanage" / "proxy_config.yaml") in err
+    assert out == ""
 
 
 async def test_probe_exits_1_and_names_the_provider_that_did_not_answer(tmp_path: Path, env: dict[str, str]) -> None:
