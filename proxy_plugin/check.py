@@ -29,7 +29,7 @@ from proxy_plugin.runtime import ProxyRuntime, plural
 OK, INVALID, PROBE_FAILED = 0, 2, 1
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``hulumanage check`` (``--proxy-config`` comes with every command)."""
     parser.add_argument("--probe", action="store_true",
                         help="also ask each provider's /models with its key and say which answered "
@@ -130,6 +130,6 @@ async def run_check(options: argparse.Namespace, environ: Mapping[str, str] | No
         await runtime.close()
 
 
-def run(options: argparse.Namespace, pm: Any) -> Any:
+def run_command(options: argparse.Namespace, pm: Any) -> Any:
     """The command's ``run``: an awaitable of the exit status (the host runs it)."""
     return run_check(options)

@@ -117,7 +117,7 @@ def register_check_command(register: Any) -> None:
     from proxy_plugin import check
 
     register("check", "validate a proxy providers file as startup does; --probe asks each provider's /models",
-             check.add_arguments, check.run)
+             check.add_check_arguments, check.run_command)
 
 
 __all__ = ["ConfigError"]
