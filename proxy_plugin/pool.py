@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import time
@@ -54,11 +55,11 @@ class Pool:
             state.health_checks = config.routing.health_check.enabled
             self.providers.append(Provider(p, i, state, config.timeouts_for(p), client))
         self.redact = provider_secrets(config.providers)  # applied to upstream error bodies only
-        self.strategy = make_strategy(config.routing.strategy)
         # fallbacks get their own instance: a stateful strategy (round_robin) must not
         # advance its primary rotation when it orders the fallbacks
-        self.fallback_strategy = make_strategy(config.routing.strategy)
-        self.rng = rng or random.Random()
+        self.strategy = seeded_strategy(config.routing.strategy, rng)
+        self.fallback_strategy = seeded_strategy(config.routing.strategy, rng)
+        self.rng = rng or random.Random()  # backoff jitter
         self.budget = RetryBudget(config.retries.budget_ratio, config.retries.budget_min, clock.monotonic)
         self._queue = asyncio.Semaphore(config.queue.max_concurrent)
         self.in_flight = 0
@@ -108,6 +109,14 @@ class Pool:
         total = self.config.timeouts.total
         deadline = time.monotonic() + total if total else None
         return Attempts(self.plan(model), model, self.config.retries, self.budget, deadline, self.rng, self.providers)
+
+
+def seeded_strategy(name: str, rng: random.Random | None) -> Any:
+    """A new strategy ``name``; with ``rng`` (a seeded pool), a random one draws from a generator seeded from it."""
+    strategy = make_strategy(name)
+    if rng is not None and "rng" in inspect.signature(type(strategy)).parameters:
+        strategy = type(strategy)(rng=random.Random(rng.getrandbits(64)))  # type: ignore[call-arg]
+    return strategy
 
 
 def carried_states(old: Pool | None, config: ProxyConfig) -> dict[str, ProviderState]:

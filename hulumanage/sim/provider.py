@@ -13,7 +13,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -65,6 +65,8 @@ class FakeProvider:
         self.answer = answer
         self.profile = profile
         self.requests: list[Seen] = []
+        #: called with each request as it is recorded (after its behaviour was chosen); the demo paces by it
+        self.on_request: Callable[[Seen], None] | None = None
         self._rng = random.Random(seed)
         self._script: collections.deque[Behaviour] = collections.deque()
         self._default = ok()
@@ -212,6 +214,8 @@ class FakeProvider:
         """Append a :class:`Seen` and wake :meth:`wait_for_requests`."""
         seen = Seen(request.path, request.method, Headers(request.headers.items()), body, arrival, behaviour)
         self.requests.append(seen)
+        if self.on_request is not None:
+            self.on_request(seen)
         async with self._arrived:
             self._arrived.notify_all()
 
