@@ -21,9 +21,13 @@ def register_approaches(register: Any) -> None:
 
 @hookimpl
 def register_commands(register: Any) -> None:
-    """Register ``serve`` (the default command) and ``demo``."""
+    """Register ``serve`` (the default command), ``demo`` and ``sim-providers``."""
     from hulumanage.commands import run_demo, run_serve
     from hulumanage.options import add_demo_arguments, add_serve_arguments
 
     register("serve", "run the server (the default command)", add_serve_arguments, run_serve)
     register("demo", "the proxy on simulated providers: no keys, no network", add_demo_arguments, run_demo)
+    from hulumanage import simproviders
+
+    register("sim-providers", "simulated providers on their own, for local development", simproviders.add_sim_arguments,
+             simproviders.run_sim_providers)

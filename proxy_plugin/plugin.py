@@ -154,4 +154,13 @@ def reload(app: web.Application) -> Any:
     return runtime.prepare_reload()
 
 
+@hookimpl(specname="register_commands")
+def register_check_command(register: Any) -> None:
+    """Register ``hulumanage check`` (validate a providers file, summarize it, ``--probe`` the providers)."""
+    from proxy_plugin import check
+
+    register("check", "validate a proxy providers file as startup does; --probe asks each provider's /models",
+             check.add_check_arguments, check.run_command)
+
+
 __all__ = ["ConfigError"]

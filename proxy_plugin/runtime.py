@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from proxy_plugin.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
 
+#: The environment variable that seeds the proxy's random choices (weighted routing, backoff jitter).
+SEED_VAR = "HULUMANAGE_PROXY_SEED"
+
 
 def plural(count: int, noun: str) -> str:
     """``1 provider``, ``2 providers``."""
@@ -33,6 +37,17 @@ def _apply_log_level(level: str) -> None:
     logging.getLogger("proxy_plugin").setLevel(min(wanted, root) if isinstance(wanted, int) else root)
 
 
+def seed_rng(environ: Mapping[str, str]) -> random.Random | None:
+    """``$HULUMANAGE_PROXY_SEED``: seeds routing and backoff jitter for reproducible runs (the demo sets it)."""
+    raw = environ.get(SEED_VAR)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return random.Random(int(raw))
+    except ValueError:
+        raise ValueError(f"${SEED_VAR} must be an integer, got {raw!r}") from None
+
+
 class ProxyRuntime:
     """Owns the long-lived ClientSession and the current Pool; a reload swaps the pool whole."""
 
@@ -42,6 +57,7 @@ class ProxyRuntime:
         self.clock = SYSTEM if clock is None else clock
         self.environ = os.environ if environ is None else environ
         self.config: ProxyConfig = load_config(path, self.environ)
+        self._rng = seed_rng(self.environ)  # None: unseeded
         self.session: aiohttp.ClientSession | None = None
         self.client: UpstreamClient | None = None
         self.pool: Pool | None = None
@@ -60,15 +76,7 @@ class ProxyRuntime:
     async def start(self) -> None:
         """Open the connection pool, build the provider pool, start health checks."""
         _apply_log_level(self.config.monitoring.log_level)
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar(),
-                                             auto_decompress=True)
-        self.client = UpstreamClient(environ=self.environ)
-        try:
-            self.pool = Pool(self.config, self.session, self.client, clock=self.clock)  # ValueError: an unusable egress proxy setting
-        except BaseException:
-            await self.close()
-            raise
+        await self.open()
         try:
             await self.gate.start()  # the state store (spend survives restarts)
         except BaseException:
@@ -77,6 +85,25 @@ class ProxyRuntime:
         self._health.start()
         logger.info("proxy ready: %s (%s), strategy %s, config %s", plural(len(self.config.providers), "provider"),
                     ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)
+
+    async def open(self) -> None:
+        """Open the connection pool and build the provider pool, as startup does (no health checks yet).
+
+        ``hulumanage check`` stops here: what fails here fails the server's startup too.
+        """
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar(),
+                                             auto_decompress=True)
+        self.client = UpstreamClient(environ=self.environ)
+        try:
+            self.pool = Pool(self.config, self.session, self.client, clock=self.clock, rng=self._pool_rng())  # ValueError: an unusable egress proxy setting
+        except BaseException:
+            await self.close()
+            raise
+
+    def _pool_rng(self) -> random.Random | None:
+        """A new pool's random generator: seeded from ``$HULUMANAGE_PROXY_SEED`` when it is set."""
+        return None if self._rng is None else random.Random(self._rng.getrandbits(64))
 
     async def prepare_reload(self) -> PreparedReload:
         """Load and validate the file again and build the new pool, swapping nothing yet.
@@ -87,7 +114,7 @@ class ProxyRuntime:
         config = load_config(self.path, self.environ)
         assert self.session is not None and self.client is not None
         # providers whose config is unchanged keep their circuits, latency and health (shared state objects)
-        return PreparedReload(self, config, Pool(config, self.session, self.client,
+        return PreparedReload(self, config, Pool(config, self.session, self.client, rng=self._pool_rng(),
                                                  states=carried_states(self.pool, config), clock=self.clock))
 
     async def reload(self) -> dict[str, Any]:

@@ -86,7 +86,9 @@ def proxy_config(providers: Sequence[FakeProvider], log_level: str = "WARNING",
         },
         "timeouts": dict(TIMEOUTS),
         "retries": {"attempts_per_provider": 1},
-        "circuit_breaker": {"open_base": 1.0, "open_max": 5.0},
+        # flaky's failures (30%) never open its circuit: an open circuit would move traffic by timing, and
+        # `--seed N` keeps the demo's numbers the same on every run
+        "circuit_breaker": {"consecutive_failures": 10, "failure_rate": 0.9, "open_base": 1.0, "open_max": 5.0},
         "queue": {"max_concurrent": 64, "timeout": 5.0},
         "monitoring": {"log_level": log_level},
     }

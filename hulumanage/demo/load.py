@@ -8,6 +8,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 import openai
@@ -18,6 +19,8 @@ REDRAW_EVERY = 0.1
 #: Progress lines printed when stderr is not a terminal: at these fractions of the run.
 PLAIN_MARKS = (0.25, 0.5, 0.75, 1.0)
 BAR_WIDTH = 24
+#: The longest a request holds the next one back while it is on its way to a provider (s).
+PACE_TIMEOUT = 2.0
 
 
 class Progress:
@@ -118,18 +121,37 @@ async def send_requests(
     concurrency: int,
     rng: random.Random,
     progress: Progress,
+    reached: Callable[[int], Awaitable[object]] | None = None,
 ) -> LoadResult:
-    """Send ``total`` requests, about half of them streaming, ``concurrency`` at a time."""
+    """Send ``total`` requests, about half of them streaming, ``concurrency`` at a time.
+
+    ``reached(index)``, when given, completes once request ``index`` has reached a provider:
+    each request is then sent only after the one before it got there, so the proxy routes them
+    in index order (its seeded draws meet the same requests on every run) while ``concurrency``
+    are still in flight.
+    """
     plan = [rng.random() < 0.5 for _ in range(total)]
     result = LoadResult(sent=total, streamed=sum(plan))
     queue = iter(enumerate(plan))
     started = time.monotonic()
+    in_order = asyncio.Lock()
+
+    async def send(index: int, stream: bool) -> str:
+        """Send request ``index``; with ``reached``, hold the next one back until this one is at a provider."""
+        if reached is None:
+            return await _one(client, model, index, stream)
+        async with in_order:
+            sent = asyncio.ensure_future(_one(client, model, index, stream))
+            there = asyncio.ensure_future(reached(index))
+            await asyncio.wait({sent, there}, timeout=PACE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            there.cancel()
+        return await sent
 
     async def worker() -> None:
         for index, stream in queue:
             t0 = time.monotonic()
             try:
-                text = await _one(client, model, index, stream)
+                text = await send(index, stream)
             except openai.APIError as exc:
                 result.errors[describe_error(exc)] += 1
                 progress.advance(ok=False)

@@ -119,3 +119,48 @@ def explain(
     second = (f"The {strategy} strategy picked a provider for each request by weight ({weights}); when one failed, "
               f"the proxy sent the request on to the next one ({moved} failovers), {outcome}.")
     return [first, second]
+
+
+def walks(seen: Mapping[str, Sequence[tuple[float, int, str]]]) -> dict[int, list[tuple[str, str]]]:
+    """Each client request's walk over the providers: index -> [(provider, behaviour)] in arrival order.
+
+    ``seen`` is, per provider, what it recorded: (arrival time, demo request index, behaviour).
+    """
+    by_index: dict[int, list[tuple[float, str, str]]] = {}
+    for name, records in seen.items():
+        for at, index, behaviour in records:
+            if index >= 0:
+                by_index.setdefault(index, []).append((at, name, behaviour))
+    return {i: [(name, b) for _, name, b in sorted(steps)] for i, steps in sorted(by_index.items())}
+
+
+def traffic(walk: Mapping[int, Sequence[tuple[str, str]]], weights: Mapping[str, float], sent: int) -> list[str]:
+    """Client requests and upstream attempts counted apart, and why each provider's share is what it is."""
+    attempts = sum(len(steps) for steps in walk.values())
+    first = {name: 0 for name in weights}
+    answered = {name: 0 for name in weights}
+    failed = {name: 0 for name in weights}
+    for steps in walk.values():
+        first[steps[0][0]] = first.get(steps[0][0], 0) + 1
+        for name, behaviour in steps:
+            if behaviour == "ok":
+                answered[name] = answered.get(name, 0) + 1
+            else:
+                failed[name] = failed.get(name, 0) + 1
+    total = sum(weights.values()) or 1.0
+    head = (f"client requests: {sent}; upstream attempts: {attempts} "
+            f"({len(walk)} first attempts + {attempts - len(walk)} after a failure)")
+    lines = [head, "where the client requests went: first pick (by weight), then who answered them:"]
+    width = max((len(n) for n in weights), default=0)
+    for name, weight in weights.items():
+        moved_in = answered[name] - (first[name] - failed[name])
+        why = []
+        if failed[name]:
+            why.append(f"{failed[name]} failed here and moved on")
+        if moved_in > 0:
+            why.append(f"{moved_in} taken over from a provider that failed")
+        because = f" ({'; '.join(why)})" if why else ""
+        lines.append(f"  {name:<{width}}  first pick {first[name]:>4} (weight {_number(weight)}/{_number(total)} = "
+                     f"{weight / total:.0%} expected), answered {answered[name]:>4}{because}")
+    lines.append("(the same --seed gives these counts on every run; latencies and times vary)")
+    return lines

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import collections
 import contextlib
 import logging
+import os
 import random
+import re
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from hulumanage.demo import fleet, report
 from hulumanage.demo.load import Progress, send_requests
 from hulumanage.fastsite import FastSite
 from hulumanage.options import parse_args
+from hulumanage.sim import FakeProvider, Seen
 
 DEFAULT_REQUESTS = 300
 DEFAULT_CONCURRENCY = 16
@@ -34,6 +39,9 @@ PASS_RATE = 0.99
 #: Loggers held at WARNING during the demo besides the root (unless --log-level DEBUG); the
 #: proxy plugin takes its level from the demo config's monitoring.log_level.
 QUIET_LOGGERS = ("hulumanage",)
+#: What seeds the proxy plugin's random choices (a plugin setting the host only passes on).
+SEED_VAR = "HULUMANAGE_PROXY_SEED"
+_INDEX = re.compile(r"Demo request (\d+):")
 
 
 @contextlib.contextmanager
@@ -53,6 +61,29 @@ def _quiet(debug: bool) -> Iterator[None]:
             lg.setLevel(level)
 
 
+def _index(body: Any) -> int:
+    """The demo request index a provider saw (``Demo request 17: ...``), -1 when it is not one."""
+    try:
+        match = _INDEX.match(body["messages"][-1]["content"])
+    except (KeyError, IndexError, TypeError):
+        return -1
+    return int(match[1]) if match else -1
+
+
+def _arrivals(providers: Sequence[FakeProvider]) -> Callable[[int], Awaitable[object]]:
+    """``reached(index)``: completes once a provider has seen demo request ``index``."""
+    events: dict[int, asyncio.Event] = collections.defaultdict(asyncio.Event)
+
+    def note(seen: Seen) -> None:
+        index = _index(seen.json)
+        if index >= 0:
+            events[index].set()
+
+    for provider in providers:
+        provider.on_request = note
+    return lambda index: events[index].wait()
+
+
 def _listen() -> socket.socket:
     """A socket bound to a free port of 127.0.0.1, so the client can be built before the host starts."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -64,13 +95,30 @@ def _listen() -> socket.socket:
     return sock
 
 
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """``$HULUMANAGE_PROXY_SEED`` set for the demo's proxy (its routing and backoff draws), restored after."""
+    before = os.environ.get(SEED_VAR)
+    os.environ[SEED_VAR] = str(seed)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SEED_VAR, None)
+        else:
+            os.environ[SEED_VAR] = before
+
+
 @contextlib.asynccontextmanager
-async def _host(sock: socket.socket, config: Path, log_level: str, pm: pluggy.PluginManager) -> AsyncIterator[None]:
+async def _host(sock: socket.socket, config: Path, log_level: str, pm: pluggy.PluginManager,
+                seed: int) -> AsyncIterator[None]:
     """Serve the real host with ``--approach proxy`` on ``sock`` until the block ends."""
     options = parse_args(["--approach", "proxy", "--proxy-config", str(config), "--log-level", log_level], pm)
-    app = make_app(options, pm)
+    with _seeded(seed):
+        app = make_app(options, pm)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2, handler_cancellation=True)
-    await runner.setup()
+    with _seeded(seed):
+        await runner.setup()  # the proxy's runtime reads the seed here
     try:
         await FastSite(runner, sock=sock).start()
         yield
@@ -130,9 +178,9 @@ async def run_demo(
             try:
                 config = fleet.write_config(Path(tmp), fleet.proxy_config(providers, level, specs))
                 try:
-                    async with _host(sock, config, level, pm):
+                    async with _host(sock, config, level, pm, seed):
                         result = await send_requests(client, fleet.ALIAS, total, concurrency,
-                                                     random.Random(seed), Progress(total))
+                                                     random.Random(seed), Progress(total), _arrivals(providers))
                         health = await _health(url)
                 except Exception as exc:  # a demo that cannot run says why in one line
                     if debug:
@@ -140,6 +188,8 @@ async def run_demo(
                     print(f"hulumanage demo: error: {exc}", file=sys.stderr)
                     return 2
                 behaviours = {p.name: [s.behaviour for s in p.chat_requests()] for p in providers}
+                walks = report.walks({p.name: [(s.time, _index(s.json), s.behaviour) for s in p.chat_requests()]
+                                      for p in providers})
             finally:
                 for provider in providers:
                     await provider.close()
@@ -150,6 +200,9 @@ async def run_demo(
     print(report.client_summary(result.sent, result.succeeded, result.latencies, result.seconds), file=out)
     if result.errors:
         print("client errors: " + ", ".join(f"{n} x {what}" for what, n in result.errors.most_common()), file=out)
+    print(file=out)
+    for line in report.traffic(walks, {s.name: s.weight for s in specs}, result.sent):
+        print(line, file=out)
     print(file=out)
     worst = max(stats, key=lambda name: stats[name].get("failures") or 0, default="flaky")
     seen = behaviours.get(worst, [])

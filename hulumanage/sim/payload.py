@@ -84,10 +84,24 @@ class Answer:
     text: str
     n: int
     prompt_tokens: int
+    #: ``(name, arguments JSON)`` when the answer is a tool call (``tools`` in the request)
+    tool: tuple[str, str] | None = None
+
+    @property
+    def finish_reason(self) -> str:
+        """``tool_calls`` for a tool call, else ``stop``."""
+        return "stop" if self.tool is None else "tool_calls"
+
+    def tool_calls(self, index: int, arguments: str | None = None) -> list[dict[str, Any]]:
+        """The ``tool_calls`` list of choice ``index`` (its id, name and ``arguments``: all of them by default)."""
+        assert self.tool is not None
+        name, args = self.tool
+        return [{"index": 0, "id": f"call_{self.id}_{index}", "type": "function",
+                 "function": {"name": name, "arguments": args if arguments is None else arguments}}]
 
     def usage(self) -> dict[str, int]:
         """The ``usage`` object: completion tokens are words times choices."""
-        completion_tokens = len(words(self.text)) * self.n
+        completion_tokens = len(words(self.text if self.tool is None else self.tool[1])) * self.n
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -111,14 +125,23 @@ def completion(answer: Answer) -> dict[str, Any]:
     body["choices"] = [
         {
             "index": i,
-            "message": {"role": "assistant", "content": answer.text, "refusal": None},
+            "message": _message(answer, i),
             "logprobs": None,
-            "finish_reason": "stop",
+            "finish_reason": answer.finish_reason,
         }
         for i in range(answer.n)
     ]
     body["usage"] = answer.usage()
     return body
+
+
+def _message(answer: Answer, index: int) -> dict[str, Any]:
+    """The assistant message of choice ``index``: the text, or a tool call without content."""
+    if answer.tool is None:
+        return {"role": "assistant", "content": answer.text, "refusal": None}
+    call = answer.tool_calls(index)[0]
+    del call["index"]
+    return {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
 
 
 def _chunk(answer: Answer, index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
@@ -135,10 +158,17 @@ def stream_chunks(answer: Answer) -> tuple[list[dict[str, Any]], list[dict[str, 
     choices interleaved word by word). tail: one finish chunk per choice.
     The usage chunk is not included: see :func:`usage_chunk`.
     """
+    tail = [_chunk(answer, i, {}, answer.finish_reason) for i in range(answer.n)]
+    if answer.tool is not None:  # a tool call: its id and name first, then its arguments in pieces
+        head = [_chunk(answer, i, {"role": "assistant", "content": None, "tool_calls": answer.tool_calls(i, "")}, None)
+                for i in range(answer.n)]
+        for piece in words(answer.tool[1]):
+            head.extend(_chunk(answer, i, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, None)
+                        for i in range(answer.n))
+        return head, tail
     head = [_chunk(answer, i, {"role": "assistant", "content": ""}, None) for i in range(answer.n)]
     for word in words(answer.text):
         head.extend(_chunk(answer, i, {"content": word}, None) for i in range(answer.n))
-    tail = [_chunk(answer, i, {}, "stop") for i in range(answer.n)]
     return head, tail
 
 

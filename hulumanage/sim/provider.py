@@ -13,13 +13,13 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 
-from hulumanage.sim import payload
+from hulumanage.sim import payload, shapes
 from hulumanage.sim.behaviour import Behaviour, Profile, ok
 from hulumanage.sim.respond import Gate, check_request, error_response, respond
 from hulumanage.sim.seen import Headers, Seen
@@ -27,6 +27,8 @@ from hulumanage.sim.seen import Headers, Seen
 __all__ = ["DEFAULT_ANSWER", "FakeProvider", "start_fleet"]
 
 DEFAULT_ANSWER = "The quick brown fox jumps over the lazy dog."
+#: The largest request body served (aiohttp's ``client_max_size``), as the proxy's own limit.
+MAX_BODY = 64 * 1024 * 1024
 #: How long ``close()`` lets the server wind down handlers it could not wake.
 _SHUTDOWN_TIMEOUT = 0.5
 
@@ -35,7 +37,8 @@ class FakeProvider:
     """A scriptable OpenAI-compatible server for tests, the demo and benchmarks.
 
     Serves ``POST /v1/chat/completions`` (plain and SSE streaming, ``n``,
-    ``stream_options.include_usage``, assistant prefill) and ``GET /v1/models``.
+    ``stream_options.include_usage``, assistant prefill, a tool call when ``tools`` are given, JSON
+    content for ``response_format``; bodies up to 64 MB) and ``GET /v1/models``.
     Every response carries ``x-fake-provider: <name>`` and every completion or chunk
     ``"system_fingerprint": "fake-<name>"``. Use as ``async with FakeProvider(...) as p``
     or call :meth:`start` and :meth:`close`.
@@ -62,6 +65,8 @@ class FakeProvider:
         self.answer = answer
         self.profile = profile
         self.requests: list[Seen] = []
+        #: called with each request as it is recorded (after its behaviour was chosen); the demo paces by it
+        self.on_request: Callable[[Seen], None] | None = None
         self._rng = random.Random(seed)
         self._script: collections.deque[Behaviour] = collections.deque()
         self._default = ok()
@@ -70,29 +75,31 @@ class FakeProvider:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self._host = "127.0.0.1"
         self._gate = Gate()
         self._arrived = asyncio.Condition()
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def start(self, port: int = 0) -> Self:
-        """Listen on ``127.0.0.1:port`` (0: a free port) and return ``self``."""
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> Self:
+        """Listen on ``host:port`` (0: a free port) and return ``self``."""
         if self._runner is not None or self._gate.closed:
             raise RuntimeError(f"provider {self.name!r} was already started")
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_post("/v1/chat/completions", self._handle_chat)
         app.router.add_route("*", "/{tail:.*}", self._handle_other)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, "127.0.0.1", port)
+            site = web.TCPSite(runner, host, port)
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         self._port = runner.addresses[0][1]
+        self._host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         return self
 
     async def close(self) -> None:
@@ -129,8 +136,9 @@ class FakeProvider:
 
     @property
     def url(self) -> str:
-        """The server root, ``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
+        """The server root, ``http://127.0.0.1:PORT`` (the listening host)."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -206,6 +214,8 @@ class FakeProvider:
         """Append a :class:`Seen` and wake :meth:`wait_for_requests`."""
         seen = Seen(request.path, request.method, Headers(request.headers.items()), body, arrival, behaviour)
         self.requests.append(seen)
+        if self.on_request is not None:
+            self.on_request(seen)
         async with self._arrived:
             self._arrived.notify_all()
 
@@ -297,7 +307,10 @@ class FakeProvider:
 
     def _answer(self, body: dict[str, Any], behaviour: Behaviour) -> payload.Answer:
         """The answer to ``body``: text after prefill, model, ids, choice count."""
+        # a scripted content is answered as it is; else the request's shape: JSON, or a tool call
+        scripted = behaviour.content is not None
         text = behaviour.content if behaviour.content is not None else self.answer
+        text = text if scripted else shapes.json_text(body, text) or text
         return payload.Answer(
             id=f"chatcmpl-{self.name}-{next(self._ids)}",
             created=int(time.time()),
@@ -306,6 +319,7 @@ class FakeProvider:
             text=payload.continuation(text, body["messages"]),
             n=body.get("n") or 1,
             prompt_tokens=payload.count_tokens(body["messages"]),
+            tool=None if scripted else shapes.tool_call(body, text),
         )
 
 
