@@ -82,7 +82,11 @@ async def chat_reply(app: web.Application, raw: bytes, head: Head) -> Reply:
     if origin is not None:
         extra_headers.update(guard.cors_headers(origin))
     served = Served(app.get(GATE), rid, started, head.client_ip)
-    reply = await _answer(app, raw, head, served)
+    try:
+        reply = await _answer(app, raw, head, served)
+    except BaseException:  # the client left (cancelled) before an answer: what was reserved is given back
+        served.finished_once(499, False)
+        raise
     if isinstance(reply, Streamed):
         headers = {**reply.headers, **extra_headers, **served.headers()}
         return Streamed(reply.first, served.watch(reply.rest), headers)
@@ -140,8 +144,10 @@ async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) 
         worst, how = declared_fanout(chain, approaches, call)
         if worst > limit:
             raise fanout_error(limit, f"this request could make {worst} upstream calls ({how})")
+        # what the gate reserves for (budgets, tokens): the declared calls, or the cap when a layer declares none
+        calls = limit if any(_undeclared(approaches[slug]) for slug in chain) else worst
         ticket = await served.admit(client, GateRequest(data, chain, stream, head.client_ip, served.request_id,
-                                                        head.cache_control or "", extra))
+                                                        head.cache_control or "", extra, calls))
         if ticket is not None:  # every upstream call of this request reports to it, composed layers too
             call = call.replace(ticket=ticket, client=layer_client(
                 chain[1:], approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=chain,
@@ -162,6 +168,11 @@ async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) 
         return Streamed(first, iterator, {})
     except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
         return error_reply(exc, {}, served.request_id)
+
+
+def _undeclared(approach: Any) -> bool:
+    """A layer that calls its client as often as it likes: non-terminal, and no ``fanout(call)`` declared."""
+    return not getattr(approach, "terminal", False) and getattr(approach, "fanout", None) is None
 
 
 def error_reply(exc: BaseException, headers: dict[str, str] | None = None,

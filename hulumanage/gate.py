@@ -38,7 +38,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -84,10 +84,10 @@ def request_id(given: str | None) -> str:
 class GateRequest:
     """What the gate is told of a request: its body, approach chain and parameters, stream flag, client, headers."""
 
-    __slots__ = ("body", "cache_control", "chain", "client_ip", "extra", "request_id", "stream")
+    __slots__ = ("body", "cache_control", "chain", "client_ip", "extra", "fanout", "request_id", "stream")
 
     def __init__(self, body: dict[str, Any], chain: tuple[str, ...], stream: bool, client_ip: str, rid: str,
-                 cache_control: str, extra: dict[str, Any] | None = None) -> None:
+                 cache_control: str, extra: dict[str, Any] | None = None, fanout: int = 1) -> None:
         self.body = body          # as the client sent it, the approach prefix stripped from ``model``
         self.chain = chain
         self.extra = {} if extra is None else extra  # the approach parameters taken from the body (``Call.extra``)
@@ -95,6 +95,7 @@ class GateRequest:
         self.client_ip = client_ip
         self.request_id = rid
         self.cache_control = cache_control
+        self.fanout = fanout      # the upstream calls its approaches declare at most (bon: 2 per sample): what to reserve
 
 
 class Served:
@@ -150,7 +151,9 @@ class Served:
         return {} if self.ticket is None else self.ticket.headers()
 
     def finished(self, status: int, body: bytes | None = None, complete: bool = True) -> None:
-        """The response has ended: the gate settles, the access log gets its line."""
+        """The response has ended: the gate settles, the access log gets its line (once)."""
+        if self.status:
+            return
         self.status = status
         total = time.perf_counter() - self.started
         ticket = self.ticket
@@ -169,22 +172,12 @@ class Served:
         """``rest`` of a stream, seen by the gate and the access log as it goes out."""
         if self.ticket is None and not access_log.isEnabledFor(logging.INFO):
             return rest
-        return self._watched(rest)
+        return Watched(self, rest)
 
-    async def _watched(self, rest: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
-        complete = False
-        tap = None if self.ticket is None else self.ticket.tap
-        try:
-            async for chunk in rest:
-                if tap is not None:
-                    tap(sse_event(chunk))
-                yield chunk
-            complete = True
-        finally:
-            aclose = getattr(rest, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            self.finished(200, None, complete)
+    def finished_once(self, status: int, complete: bool) -> None:
+        """:meth:`finished`, unless the request already finished (a request cancelled midway, a stream closed twice)."""
+        if not self.status:
+            self.finished(status, None, complete)
 
     def _log(self, total: float, complete: bool) -> None:
         line: dict[str, Any] = {
@@ -201,3 +194,45 @@ class Served:
         if self.ticket is not None:
             line.update(self.ticket.log_fields())
         access_log.info("%s", orjson.dumps(line).decode())
+
+
+class Watched:
+    """A stream's rest as the client gets it: the gate's tap sees each chunk, and the request is settled
+    exactly once when the stream ends, breaks or is closed, even closed before its first chunk was asked for
+    (an async generator that never started would skip its ``finally``)."""
+
+    __slots__ = ("complete", "rest", "served", "tap")
+
+    def __init__(self, served: Served, rest: AsyncIterator[Any]) -> None:
+        self.served = served
+        self.rest = rest
+        self.tap = None if served.ticket is None else served.ticket.tap
+        self.complete = False
+
+    def __aiter__(self) -> Watched:
+        """Itself."""
+        return self
+
+    async def __anext__(self) -> Any:
+        """The next chunk; at the end, or on an error, the request is settled."""
+        try:
+            chunk = await anext(self.rest)
+        except StopAsyncIteration:
+            self.complete = True
+            await self.aclose()
+            raise
+        except BaseException:
+            await self.aclose()
+            raise
+        if self.tap is not None:
+            self.tap(sse_event(chunk))
+        return chunk
+
+    async def aclose(self) -> None:
+        """Close the approach's stream (its upstream goes back or closes) and settle the request."""
+        try:
+            aclose = getattr(self.rest, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            self.served.finished_once(200, self.complete)

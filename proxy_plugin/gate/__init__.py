@@ -110,7 +110,7 @@ class RequestGate:
         controls = self.controls_for(self.runtime.config)
         if controls.active:
             try:
-                ticket.hold = controls.admit(client, request.body)  # raises the 403 / 429; reserves nothing then
+                ticket.hold = controls.admit(client, request.body, getattr(request, "fanout", 1))  # raises the 403 / 429; reserves nothing then
             except ProxyError as exc:
                 self._limited_by(exc)
                 raise

@@ -59,15 +59,20 @@ class Controls:
         own = self.key_budgets.get(client.id) if client.key is not None else None
         return (own or []) + self.global_budget
 
-    def admit(self, client: Client, body: dict[str, Any]) -> Hold:
-        """Check the model, the limits and the budgets, then reserve them all; raise the refusal."""
+    def admit(self, client: Client, body: dict[str, Any], calls: int = 1) -> Hold:
+        """Check the model, the limits and the budgets, then reserve them all; raise the refusal.
+
+        ``calls``: the upstream calls the request's approaches may make (a composed ``bon``
+        or ``moa``): each is reserved at this request's worst case.
+        """
         model = body.get("model")
         self.keyring.check_model(client, model if isinstance(model, str) else "")
         key = client.key
         limits = key if key is not None else self.anonymous
         limited = key is not None or self.anonymous_limited
-        prompt = prompt_tokens(body)
-        output = output_tokens(body, self.reserve_tokens)
+        calls = max(1, calls)
+        prompt = prompt_tokens(body) * calls
+        output = output_tokens(body, self.reserve_tokens) * calls
         now = self.clock.monotonic()
         window = self.limiter.window(f"key:{client.id}" if key is not None else f"ip:{client.ip}") if limited else None
         headers = self.limiter.check(window, limits, prompt + output, now) if window is not None else {}

@@ -139,3 +139,18 @@ async def test_spend_survives_a_sigterm_and_a_restart(fakes, tmp_path, env, http
             await client.chat.completions.create(model="gpt-4", messages=USER)
         assert (await spend_of(http, server.url))["keys"]["team-a"]["requests"] == 4
         await server.stop()
+
+
+async def test_a_composed_request_reserves_for_every_call_it_may_make(fakes, proxy) -> None:
+    (a,) = await fakes("a")
+    # 2 prompt tokens + 4 per message ... with max_tokens 10, one call's worst case is small; bon with 3
+    # samples declares 6 calls: a budget that holds one call's worst case but not six refuses bon at once
+    host = await proxy([entry(a, prices={"*": {"input": 1000.0, "output": 1000.0}})],
+                       budget={"usd": 0.05, "period": "total"})
+    async with host.client() as client:
+        await client.chat.completions.create(model="gpt-4", messages=USER, max_tokens=10)  # one call fits
+        before = len(a.chat_requests())
+        with pytest.raises(openai.RateLimitError) as caught:
+            await client.chat.completions.create(model="bon-gpt-4", messages=USER, max_tokens=10)
+    assert caught.value.body["code"] == "budget_exceeded"
+    assert len(a.chat_requests()) == before  # refused before any upstream call

@@ -8,10 +8,10 @@ import openai
 import orjson
 import pytest
 from support.harness import run_host, write_config
-from support.helpers import USER, entry
+from support.helpers import USER, entry, until
 
 import proxy_plugin.plugin
-from hulumanage.sim import ok
+from hulumanage.sim import hang, ok
 from proxy_plugin.clock import ManualClock
 
 KEY = "sk-limited-key"
@@ -153,3 +153,27 @@ async def test_none_and_moa_requests_are_limited_and_counted_like_proxy_ones(fak
     assert spend["providers"]["none"]["requests"] == upstream_calls
     assert spend["providers"]["a"]["requests"] == 1
     assert "none" in spend["unpriced"]
+
+
+FRONT_ENDS = pytest.mark.parametrize("front", [(), ("--no-fast-path",)], ids=["fast-path", "aiohttp"])
+
+
+@FRONT_ENDS
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_client_that_leaves_before_its_answer_gives_its_place_back(fakes, proxy, http, front, stream) -> None:
+    (a,) = await fakes("a", answer=ANSWER)
+    a.script(hang(5))  # the first request waits upstream; the client leaves meanwhile
+    host = await proxy([entry(a)], argv=("--approach", "proxy", *front), clients=keyed(max_parallel=1))
+    body = {"model": "gpt-4", "messages": USER, "stream": stream}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with pytest.raises(asyncio.TimeoutError):
+        async with asyncio.timeout(0.3):
+            async with http.post(f"{host.url}/v1/chat/completions", json=body, headers=headers) as resp:
+                await resp.read()
+
+    async def answered() -> bool:
+        async with http.post(f"{host.url}/v1/chat/completions", json=body, headers=headers) as resp:
+            await resp.read()
+            return resp.status == 200
+
+    await until(answered, timeout=3)  # the place came back: not a 429 for ever after
