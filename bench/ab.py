@@ -225,14 +225,17 @@ class AB:
         results: dict[str, Any] = {
             "environment": self.environment(repo), "settings": dataclasses.asdict(s),
             "revisions": {rev.side: rev.as_json() for rev in revisions}, "rounds": [],
+            "sections": {"A": self.args.sections_a, "B": self.args.sections_b},
         }
         upstream, ports = start_upstream(self.work, self.load_cores, s.chunks, s.gap_ms)
         proxies: list[Process] = []
         try:
             meter = Meter(upstream, self.gateway_cores, self.load_cores, precise_cpu=True)
             targets: list[tuple[str, int, Process | None]] = [("direct", ports[0], None)]
+            sections = {"A": self.args.sections_a, "B": self.args.sections_b}
             for rev in revisions:
-                proc, port = start_proxy(self.work, self.gateway_cores, ports, tree=rev.tree, name=f"proxy-{rev.side}")
+                proc, port = start_proxy(self.work, self.gateway_cores, ports, tree=rev.tree, name=f"proxy-{rev.side}",
+                                         sections=sections.get(rev.side))
                 proxies.append(proc)
                 check_started_as(proc, rev)
                 targets.append((rev.side, port, proc))
@@ -369,6 +372,14 @@ def write(results: Mapping[str, Any], out: Path) -> list[Path]:
     return [raw, md]
 
 
+def _sections(text: str) -> dict[str, Any]:
+    """A JSON object of config sections (argparse type)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object of config sections")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command line."""
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
@@ -381,6 +392,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"seconds per target and kind before the first round (default {FULL.warmup:g})")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE.rounds} rounds of {SMOKE.seconds:g} s (CI)")
     parser.add_argument("--out", type=Path, default=None, help="write ab.json and ab.md into this folder")
+    parser.add_argument("--sections-a", type=_sections, default=None, metavar="JSON",
+                        help='proxy config sections for A, over the benchmark\'s (e.g. \'{"metrics": {"enabled": false}}\'): '
+                             "the same revision twice with two configs measures what a setting costs")
+    parser.add_argument("--sections-b", type=_sections, default=None, metavar="JSON", help="the same for B")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser.parse_args(argv)
