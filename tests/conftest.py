@@ -12,7 +12,9 @@ import aiohttp
 import pytest
 from support.harness import Host, run_host, write_config
 
+import proxy_plugin.plugin
 from hulumanage.sim import FakeProvider
+from proxy_plugin.clock import ManualClock
 
 
 @pytest.fixture
@@ -88,3 +90,11 @@ def env(tmp_path: Path) -> dict[str, str]:
     environ["HOME"] = str(home)
     environ["PYTHONWARNINGS"] = "always::ResourceWarning"
     return environ
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    """The virtual clock every proxy started by this test reads (``proxy_plugin.plugin.clock_factory``)."""
+    manual = ManualClock()
+    monkeypatch.setattr(proxy_plugin.plugin, "clock_factory", lambda: manual)
+    return manual

@@ -13,20 +13,11 @@ import pytest
 from support.faults import ANSWER, ask
 from support.helpers import entry, health
 
-import proxy_plugin.plugin
 from hulumanage.sim import error, ok, rate_limited, server_error
 from proxy_plugin.clock import ManualClock
 
 FAILOVER = {"strategy": "failover", "health_check": {"enabled": False}}
 ONE_TRY = {"attempts_per_provider": 1}
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
-    """The virtual clock every proxy started by this test reads."""
-    manual = ManualClock()
-    monkeypatch.setattr(proxy_plugin.plugin, "clock_factory", lambda: manual)
-    return manual
 
 
 async def test_a_recovered_primary_gets_its_traffic_back_within_15s_however_long_the_outage(

@@ -13,20 +13,11 @@ import yaml
 from support.harness import serving
 from support.helpers import USER, entry
 
-import proxy_plugin.plugin
 from hulumanage.sim import ok
-from proxy_plugin.clock import ManualClock
 
 KEY = "sk-budget-key"
 ANSWER = "one two three"  # 3 completion tokens; USER is 2 prompt tokens
 PRICES = {"gpt-4": {"input": 1000.0, "output": 2000.0}, "*": {"input": 1.0, "output": 1.0}}
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
-    manual = ManualClock()
-    monkeypatch.setattr(proxy_plugin.plugin, "clock_factory", lambda: manual)
-    return manual
 
 
 async def spend_of(http: aiohttp.ClientSession, url: str) -> dict:

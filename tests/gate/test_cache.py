@@ -14,7 +14,6 @@ import orjson
 import pytest
 from support.helpers import USER, entry
 
-import proxy_plugin.plugin
 from hulumanage.gate import GateRequest
 from hulumanage.sim import cut, error, server_error
 from proxy_plugin.approach import RUNTIME
@@ -24,14 +23,6 @@ from proxy_plugin.gate import Client
 ANSWER = "alpha beta gamma delta epsilon zeta"
 CACHE = {"enabled": True}
 ONE_TRY = {"attempts_per_provider": 1}
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
-    """The virtual clock every proxy started by this test reads."""
-    manual = ManualClock()
-    monkeypatch.setattr(proxy_plugin.plugin, "clock_factory", lambda: manual)
-    return manual
 
 
 async def post(http: Any, host: Any, body: dict[str, Any] | bytes, **headers: str) -> tuple[int, bytes, Any]:

@@ -10,21 +10,11 @@ import pytest
 from support.harness import run_host, write_config
 from support.helpers import USER, entry, until
 
-import proxy_plugin.plugin
 from hulumanage.sim import hang, ok
-from proxy_plugin.clock import ManualClock
 
 KEY = "sk-limited-key"
 ANSWER = "one two three"  # the fake reports 3 completion tokens (and 2 prompt tokens for USER)
 PROMPT_ESTIMATE = len("Say something.") + 4  # UTF-8 bytes of the text + 4 per message
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
-    """The virtual clock every proxy started by this test reads."""
-    manual = ManualClock()
-    monkeypatch.setattr(proxy_plugin.plugin, "clock_factory", lambda: manual)
-    return manual
 
 
 def keyed(**limits: object) -> dict[str, object]:
