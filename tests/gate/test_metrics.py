@@ -184,3 +184,25 @@ async def test_refusals_by_reason_and_only_the_known_reasons(fakes, proxy, http)
     assert value(m, "hulumanage_rate_limited_total", reason="budget") == 1
     assert {dict(labels)["reason"] for name, labels in m if name == "hulumanage_rate_limited_total"} == {
         "rpm", "tpm", "parallel", "budget", "auth"}
+
+
+async def test_cost_and_cache_series_match_the_traffic_sent(fakes, proxy, http) -> None:
+    """Prices, a budget-free cost, and the cache together: a miss costs, a hit saves what the miss cost."""
+    (a,) = await fakes("a")
+    prices = {"gpt-4": {"input": 2.0, "output": 8.0}}  # USD per million tokens
+    host = await proxy([entry(a, prices=prices, **MAPPED)], cache={"enabled": True})
+    async with host.client() as client:
+        first = await client.chat.completions.create(model="gpt-4", messages=USER, temperature=0)
+        again = await client.chat.completions.create(model="gpt-4", messages=USER, temperature=0)
+        await client.chat.completions.create(model="gpt-4", messages=USER)  # temperature 1.0: a bypass
+    assert again.choices[0].message.content == first.choices[0].message.content
+    assert first.usage is not None
+    cost = (first.usage.prompt_tokens * 2.0 + first.usage.completion_tokens * 8.0) / 1e6
+    m = await scrape(http, host)
+    assert value(m, "hulumanage_cache_requests_total", result="miss") == 1
+    assert value(m, "hulumanage_cache_requests_total", result="hit") == 1
+    assert value(m, "hulumanage_cache_requests_total", result="bypass") == 1
+    assert value(m, "hulumanage_cache_saved_usd_total") == pytest.approx(cost)
+    # the miss and the bypass reached the provider and cost; the hit did not
+    assert value(m, "hulumanage_cost_usd_total", provider="a", model="gpt-4") == pytest.approx(2 * cost)
+    assert len(a.chat_requests()) == 2
