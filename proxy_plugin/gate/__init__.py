@@ -25,7 +25,7 @@ from proxy_plugin.gate.budgets import snapshot as budget_snapshot
 from proxy_plugin.gate.cache import ResponseCache
 from proxy_plugin.gate.clients import Client
 from proxy_plugin.gate.controls import Controls, Hold
-from proxy_plugin.gate.limits import RateLimiter
+from proxy_plugin.gate.limits import WINDOW, RateLimiter
 from proxy_plugin.gate.spend import snapshot as spend_snapshot
 from proxy_plugin.state import MemoryStore, StateStore, make_store
 
@@ -130,6 +130,25 @@ class RequestGate:
         metrics = self.metrics()
         if metrics is not None:
             metrics.limited(reason)
+
+    def cache_size(self) -> int:
+        """Entries in the response cache (the JSON summary of ``/metrics``)."""
+        return len(self.cache.store)
+
+    def limiter_summary(self) -> dict[str, float]:
+        """The rate limiter at a glance (the JSON summary of ``/metrics``).
+
+        Callers with requests in their window or in flight, the largest ``rpm`` configured
+        (keys or anonymous; 0: none), and the window's length in seconds.
+        """
+        config = self.runtime.config
+        now = self.runtime.clock.monotonic()
+        active = 0
+        for window in self.limiter.windows.values():
+            window.prune(now)
+            active += bool(window.requests or window.parallel)
+        rpms = [k.rpm for k in config.clients.keys if k.rpm] + [config.clients.anonymous.rpm or 0]
+        return {"active_clients": active, "max_requests_per_window": max(rpms), "window_seconds": WINDOW}
 
     def _limited_by(self, refusal: ProxyError) -> None:
         if refusal.reason is not None:

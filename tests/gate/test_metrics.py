@@ -136,6 +136,18 @@ async def test_the_json_summary(fakes, proxy, http) -> None:
     assert abs((datetime.datetime.now(datetime.UTC) - stamp).total_seconds()) < 60
 
 
+async def test_the_json_summary_counts_cache_hits_and_the_rate_limiter(fakes, proxy, http) -> None:
+    (a,) = await fakes("a")
+    host = await proxy([entry(a)], cache={"enabled": True}, clients={"anonymous": {"rpm": 50}})
+    async with host.client() as client:
+        for _ in range(3):  # one miss, then two hits
+            await client.chat.completions.create(model="gpt-4", messages=USER, temperature=0)
+    async with http.get(f"{host.url}/metrics", headers={"Accept": "application/json"}) as resp:
+        summary = await resp.json()
+    assert summary["cache"] == {"hits": 2, "misses": 1, "hit_rate": pytest.approx(2 / 3), "cache_size": 1}
+    assert summary["rate_limiter"] == {"active_clients": 1, "max_requests_per_window": 50, "window_seconds": 60}
+
+
 async def test_metrics_not_public_follow_the_admin_rule(fakes, proxy, http, monkeypatch) -> None:
     monkeypatch.setenv("HULUMANAGE_ADMIN_TOKEN", "admin-secret")
     (a,) = await fakes("a")
