@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy_plugin import hookimpl
-from proxy_plugin.admin import clear_cache
+from proxy_plugin.admin import clear_cache_handler
 from proxy_plugin.approach import RUNTIME, ProxyApproach
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ConfigError, find_config_path
@@ -124,7 +124,7 @@ def register_routes(app: web.Application, options: argparse.Namespace) -> None:
     loopback) ``POST /admin/clear-cache`` and ``GET /admin/spend`` (spend and budgets).
     """
     app.router.add_get("/metrics", metrics_handler(lambda app: app.get(RUNTIME)))
-    app.router.add_post("/admin/clear-cache", clear_cache)
+    app.router.add_post("/admin/clear-cache", clear_cache_handler(options))
     app.router.add_get("/admin/spend", spend_handler(options, _spend))
 
 
