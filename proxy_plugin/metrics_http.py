@@ -1,8 +1,9 @@
 """``GET /metrics``: the Prometheus text format, or a JSON summary with ``Accept: application/json``.
 
-With ``metrics.public: false`` the route follows the host's admin rule (the same rule,
-written here: the plugin imports nothing from the host): the ``HULUMANAGE_ADMIN_TOKEN``
-bearer token when it is set, otherwise loopback clients only. With ``metrics.enabled:
+With ``metrics.public: false`` the route follows the admin rule
+(:func:`proxy_plugin.admin.admin_refusal`, without its ``Host`` check: a scraper may name the
+server as it likes): the ``HULUMANAGE_ADMIN_TOKEN`` bearer token when it is set, otherwise
+loopback clients only. With ``metrics.enabled:
 false`` the route answers 404. The JSON summary's cache size and rate-limiter figures
 come from the request gate when it offers them (``cache_size()``, ``limiter_summary()``),
 else they are 0.
@@ -11,30 +12,16 @@ else they are 0.
 from __future__ import annotations
 
 import datetime
-import hmac
-import ipaddress
-import os
 from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from proxy_plugin.admin import admin_refusal
 from proxy_plugin.runtime import ProxyRuntime
 
 LIMITER_FIELDS = ("active_clients", "max_requests_per_window", "window_seconds")
-
-
-def allowed(request: web.Request, environ: Any = os.environ) -> bool:
-    """The admin rule: ``HULUMANAGE_ADMIN_TOKEN`` as a bearer token when set; otherwise loopback clients only."""
-    token = environ.get("HULUMANAGE_ADMIN_TOKEN")
-    if token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        return hmac.compare_digest(given.encode(), token.encode())
-    try:
-        return ipaddress.ip_address(request.remote or "").is_loopback
-    except ValueError:
-        return False
 
 
 def _error(status: int, message: str, code: str) -> web.Response:
@@ -62,7 +49,7 @@ def handler(runtime_of: Any) -> Any:
         runtime: ProxyRuntime | None = runtime_of(request.app)
         if runtime is None or not runtime.config.metrics.enabled:
             return _error(404, "metrics are off (metrics.enabled in the proxy configuration)", "not_found")
-        if not runtime.config.metrics.public and not allowed(request):
+        if not runtime.config.metrics.public and admin_refusal(request, None) is not None:
             return _error(403, "/metrics is not public (metrics.public: false): use the admin token "
                                "(HULUMANAGE_ADMIN_TOKEN) or a loopback address", "forbidden")
         if "application/json" in request.headers.get("Accept", ""):

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy_plugin import hookimpl
-from proxy_plugin.admin import clear_cache
+from proxy_plugin import dashboard, hookimpl
+from proxy_plugin.admin import clear_cache_handler
 from proxy_plugin.approach import RUNTIME, ProxyApproach
 from proxy_plugin.clock import SYSTEM, Clock
 from proxy_plugin.config import ConfigError, find_config_path
@@ -121,11 +121,13 @@ def register_routes(app: web.Application, options: argparse.Namespace) -> None:
 
     ``GET /metrics`` (Prometheus text, or a JSON summary; ``metrics:`` in the proxy
     configuration); the admin routes (the admin rule: ``HULUMANAGE_ADMIN_TOKEN``, else
-    loopback) ``POST /admin/clear-cache`` and ``GET /admin/spend`` (spend and budgets).
+    loopback) ``POST /admin/clear-cache`` and ``GET /admin/spend`` (spend and budgets); the status page
+    ``GET /dashboard`` and its ``GET /dashboard/status.json`` (admin rule too).
     """
     app.router.add_get("/metrics", metrics_handler(lambda app: app.get(RUNTIME)))
-    app.router.add_post("/admin/clear-cache", clear_cache)
+    app.router.add_post("/admin/clear-cache", clear_cache_handler(options))
     app.router.add_get("/admin/spend", spend_handler(options, _spend))
+    app.router.add_routes(dashboard.routes(options, lambda app: app.get(RUNTIME)))
 
 
 @hookimpl

@@ -175,6 +175,7 @@ COPIES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
     "fields never sent upstream": (("hulumanage/transport.py", "HOST_FIELDS"), ("proxy_plugin/wrap.py", "HOST_FIELDS")),
     "raw response": (("hulumanage/call.py", "RawResponse"), ("proxy_plugin/buffered.py", "RawResponse")),
     "the [DONE] event": (("hulumanage/results.py", "DONE"), ("proxy_plugin/sse.py", "DONE_EVENT")),
+    "the admin rule": (("hulumanage/admin.py", "refusal"), ("proxy_plugin/admin.py", "admin_refusal")),
 }
 #: A copy longer than this is no longer small: share it through the protocol instead.
 MAX_COPY_LINES = 40

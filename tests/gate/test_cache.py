@@ -293,10 +293,12 @@ async def test_clear_cache_follows_the_admin_rule(fakes, proxy, http, monkeypatc
     host = await proxy([entry(a)], cache=CACHE)
     url = f"{host.url}/admin/clear-cache"
     await post(http, host, ask())
-    # without a token: loopback only, never from a browser page, never under another host name
-    for headers in ({"Origin": "https://evil.example"}, {"Host": "evil.example"}):
+    # without a token: loopback only, never from a page of another site, never under another host name
+    for headers, status, code in (({"Origin": "https://evil.example"}, 403, "forbidden"),
+                                  ({"Origin": "null"}, 403, "forbidden"),
+                                  ({"Host": "evil.example"}, 421, "misdirected_request")):
         async with http.post(url, headers=headers) as resp:
-            assert resp.status == 403 and (await resp.json())["error"]["code"] == "forbidden"
+            assert resp.status == status and (await resp.json())["error"]["code"] == code
     monkeypatch.setenv("HULUMANAGE_ADMIN_TOKEN", "s3cret")
     for headers in ({}, {"Authorization": "Bearer wrong"}):
         async with http.post(url, headers=headers) as resp:
