@@ -44,7 +44,7 @@ ROUTES = {"embeddings": "input", "completions": "prompt"}
 PATHS = {f"{prefix}/{route}": route for route in ROUTES for prefix in ("/v1", "")}
 
 
-def handler(route: str) -> api.Handler:
+def route_handler(route: str) -> api.Handler:
     """The aiohttp handler of ``POST /v1/<route>``."""
     answer = functools.partial(answer_route, route)
 
@@ -58,7 +58,7 @@ def handler(route: str) -> api.Handler:
 def add_routes(app: web.Application) -> None:
     """Register every path of :data:`PATHS`."""
     for path, route in PATHS.items():
-        app.router.add_post(path, handler(route))
+        app.router.add_post(path, route_handler(route))
 
 
 def serving_approach(chain: tuple[str, ...], approaches: dict[str, Any], default: str) -> str:

@@ -97,7 +97,7 @@ class BufferedExchange:
             if conn is not None:
                 client.release(conn)
         if status == 200:
-            completion = _answer(answer, self.shape)
+            completion = _shaped(answer, self.shape)
             if completion is not None:
                 provider.state.record_success(mapped, time.monotonic() - started)
                 usage = completion.get("usage")
@@ -128,7 +128,7 @@ class BufferedExchange:
         """Every connection is released as its attempt ends."""
 
 
-def _answer(body: bytes, shape: str) -> dict[str, Any] | None:
+def _shaped(body: bytes, shape: str) -> dict[str, Any] | None:
     """A 200 body as a JSON object with a list under ``shape``, else None (checked, then relayed as the same bytes)."""
     try:
         data = orjson.loads(body)

@@ -141,12 +141,12 @@ async def test_a_provider_that_does_not_serve_the_model_is_skipped(fakes, proxy)
 async def test_the_none_approach_forwards_to_the_base_url(fakes, monkeypatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     (up,) = await fakes("up")
-    async with run_host("--approach", "none", "--base-url", up.base_url) as host:
-        async with host.client(api_key="sk-user-own") as client:
-            embedded = await client.embeddings.create(model="text-embedding-3-small", input="hi")
-            completed = await client.completions.create(model="gpt-3.5-turbo-instruct", prompt="hi")
-            stream = await client.completions.create(model="gpt-3.5-turbo-instruct", prompt="hi", stream=True)
-            streamed = "".join([chunk.choices[0].text async for chunk in stream])
+    async with run_host("--approach", "none", "--base-url", up.base_url) as host, \
+            host.client(api_key="sk-user-own") as client:
+        embedded = await client.embeddings.create(model="text-embedding-3-small", input="hi")
+        completed = await client.completions.create(model="gpt-3.5-turbo-instruct", prompt="hi")
+        stream = await client.completions.create(model="gpt-3.5-turbo-instruct", prompt="hi", stream=True)
+        streamed = "".join([chunk.choices[0].text async for chunk in stream])
     assert len(embedded.data[0].embedding) == 8
     assert completed.choices[0].text == streamed == DEFAULT_ANSWER
     assert [s.path for s in up.requests] == ["/v1/embeddings", "/v1/completions", "/v1/completions"]
