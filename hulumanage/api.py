@@ -1,4 +1,4 @@
-"""The OpenAI-compatible routes: chat completions, models, health."""
+"""The OpenAI-compatible routes: chat completions, models, health (embeddings and completions: ``passthrough.py``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from hulumanage.appkeys import ALLOWED, APPROACHES, GUARD, OPTIONS, PLUGIN_MANAGER
-from hulumanage.chat import AiohttpHead, Streamed, chat_reply, close_stream, error_reply
+from hulumanage.chat import AiohttpHead, Answer, Streamed, chat_reply, close_stream, error_reply
 from hulumanage.errors import ApiError
 from hulumanage.plugins import settle
 from hulumanage.results import sse_writes
@@ -32,11 +32,16 @@ def error_response(exc: BaseException) -> web.Response:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions`` on aiohttp (the fast path serves it when it can)."""
+    return await answered(request)
+
+
+async def answered(request: web.Request, answer: Answer | None = None) -> web.StreamResponse:
+    """Read the body and answer it as ``chat_reply`` does (``answer``: another route's, see ``passthrough.py``)."""
     try:
         raw = await request.read()
     except web.HTTPException as exc:  # a body over the size limit
         return error_response(exc)
-    reply = await chat_reply(request.app, raw, AiohttpHead(request))
+    reply = await chat_reply(request.app, raw, AiohttpHead(request), answer)
     if isinstance(reply, Streamed):
         return await _stream(request, reply)
     status, body, headers = reply

@@ -12,7 +12,7 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
-from hulumanage import admin, api
+from hulumanage import admin, api, passthrough
 from hulumanage.appkeys import ALLOWED, APPROACHES, GATE, GUARD, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
 from hulumanage.gate import access_log_to
 from hulumanage.guard import Guard
@@ -106,6 +106,7 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
             app.cleanup_ctx.append(_plugin_lifespan(generator))
     app.router.add_post("/v1/chat/completions", api.chat_completions)
     app.router.add_post("/chat/completions", api.chat_completions)
+    passthrough.add_routes(app)  # /v1/embeddings, /v1/completions: an approach's optional methods
     app.router.add_get("/v1/models", api.cross_site_checked(api.list_models))
     app.router.add_get("/models", api.cross_site_checked(api.list_models))
     app.router.add_get("/health", api.cross_site_checked(api.health))

@@ -28,7 +28,7 @@ from hulumanage.validate import check_depth, validate_request
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Head", "Streamed", "chat_reply", "close_stream", "error_reply"]
+__all__ = ["Answer", "Head", "Streamed", "chat_reply", "close_stream", "error_reply"]
 
 
 class Head(Protocol):
@@ -69,8 +69,18 @@ class Streamed(NamedTuple):
 Reply = tuple[int, bytes, dict[str, str]] | Streamed
 
 
-async def chat_reply(app: web.Application, raw: bytes, head: Head) -> Reply:
-    """A chat completion request body in, an answer out: (status, JSON body, headers) or a stream."""
+class Answer(Protocol):
+    """What answers one request once its cross-site checks passed: ``_answer`` for chat (the default)."""
+
+    async def __call__(self, app: web.Application, raw: bytes, head: Head, served: Served) -> Reply: ...
+
+
+async def chat_reply(app: web.Application, raw: bytes, head: Head, answer: Answer | None = None) -> Reply:
+    """A chat completion request body in, an answer out: (status, JSON body, headers) or a stream.
+
+    ``answer`` serves another route the same way (:mod:`hulumanage.passthrough`): the same
+    checks, request id, gate, access log and headers around it.
+    """
     started = time.perf_counter()
     rid = request_id(head.request_id)
     origin = head.origin
@@ -83,7 +93,7 @@ async def chat_reply(app: web.Application, raw: bytes, head: Head) -> Reply:
         extra_headers.update(guard.cors_headers(origin))
     served = Served(app.get(GATE), rid, started, head.client_ip)
     try:
-        reply = await _answer(app, raw, head, served)
+        reply = await (_answer if answer is None else answer)(app, raw, head, served)
     except BaseException:  # the client left (cancelled) before an answer: what was reserved is given back
         served.finished_once(499, False)
         raise

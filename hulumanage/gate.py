@@ -1,9 +1,12 @@
-"""The request gate as the host sees it: one gate for every chat request, whatever the approach.
+"""The request gate as the host sees it: one gate for every request, whatever the approach.
 
 A plugin offers the gate through the ``request_gate(app)`` hook, asked once when the
 server has started (after every ``lifespan``); the host calls it from ``chat.chat_reply``,
 which both front ends share, so the fast path stays on and no approach can bypass it.
 The gate's objects are duck-typed (the plugin imports nothing from the host):
+
+Chat requests and the pass-through routes (``/v1/embeddings``, ``/v1/completions``:
+:mod:`hulumanage.passthrough`) go through it alike; the request's ``route`` says which.
 
 ``gate``
     ``keys_required`` (bool: clients authenticate; their bearer token is the gateway's and
@@ -84,10 +87,11 @@ def request_id(given: str | None) -> str:
 class GateRequest:
     """What the gate is told of a request: its body, approach chain and parameters, stream flag, client, headers."""
 
-    __slots__ = ("body", "cache_control", "chain", "client_ip", "extra", "fanout", "request_id", "stream")
+    __slots__ = ("body", "cache_control", "chain", "client_ip", "extra", "fanout", "request_id", "route", "stream")
 
     def __init__(self, body: dict[str, Any], chain: tuple[str, ...], stream: bool, client_ip: str, rid: str,
-                 cache_control: str, extra: dict[str, Any] | None = None, fanout: int = 1) -> None:
+                 cache_control: str, extra: dict[str, Any] | None = None, fanout: int = 1,
+                 route: str = "chat") -> None:
         self.body = body          # as the client sent it, the approach prefix stripped from ``model``
         self.chain = chain
         self.extra = {} if extra is None else extra  # the approach parameters taken from the body (``Call.extra``)
@@ -96,6 +100,7 @@ class GateRequest:
         self.request_id = rid
         self.cache_control = cache_control
         self.fanout = fanout      # the upstream calls its approaches declare at most (bon: 2 per sample): what to reserve
+        self.route = route        # "chat", "embeddings" or "completions" (hulumanage/passthrough.py)
 
 
 class Served:

@@ -37,6 +37,26 @@ class ProxyApproach:
             return runtime.current.stream(call.request, ticket)
         return await runtime.current.complete(call.request, ticket)
 
+    async def embeddings(self, call: Any) -> Any:
+        """``POST /v1/embeddings`` from the pool: routing, ``model_map``, keys, retries, failover; the JSON relayed."""
+        return await self._route(call, "/embeddings")
+
+    async def completions(self, call: Any) -> Any:
+        """``POST /v1/completions`` (legacy, ``prompt``) from the pool; streams relayed, never continued elsewhere."""
+        return await self._route(call, "/completions")
+
+    async def _route(self, call: Any, path: str) -> Any:
+        """Serve a route other than chat from the pool (``proxy_wrap`` is chat's alone)."""
+        runtime = call.app.get(RUNTIME) if call.app is not None else None
+        if runtime is None:
+            raise ProxyError(503, NOT_CONFIGURED, "server_error", "proxy_not_configured")
+        if call.extra.get("proxy_wrap") is not None:
+            raise bad_request(f"proxy_wrap applies to chat completions only, not to {path}", "invalid_proxy_wrap")
+        ticket = getattr(call, "ticket", None)
+        if call.stream:
+            return runtime.current.stream(call.request, ticket, path)
+        return await runtime.current.complete(call.request, ticket, path)
+
     async def _wrapped(self, call: Any, runtime: ProxyRuntime, wrap: Any) -> Any:
         """Run the approach named by ``proxy_wrap`` with a client backed by the pool."""
         from proxy_plugin.wrap import WRAPPED_CALL, pool_client

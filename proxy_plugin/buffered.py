@@ -37,18 +37,30 @@ class RawResponse:
     headers: dict[str, str]
 
 
-class BufferedExchange:
-    """A non-streaming chat completion: the first provider's complete answer wins."""
+#: What a 200 answer of each route must hold to be relayed: a list under this key (else a bad response).
+SHAPES = {None: "choices", "/completions": "choices", "/embeddings": "data"}
 
-    __slots__ = ("body", "model", "observer", "pool")
+
+class BufferedExchange:
+    """A non-streaming request: the first provider's complete answer wins.
+
+    ``path`` None is a chat completion (the provider's ``endpoint``); else one of
+    :data:`~proxy_plugin.provider.ROUTES` (its ``endpoints[path]``). The answer's shape is
+    checked per route (:data:`SHAPES`) and relayed as the upstream's bytes.
+    """
+
+    __slots__ = ("body", "model", "observer", "path", "pool", "shape")
 
     broke: Outcome | None = None  # a buffered answer has no stream to break
 
-    def __init__(self, pool: Pool, body: dict[str, Any], observer: Observer | None = None) -> None:
+    def __init__(self, pool: Pool, body: dict[str, Any], observer: Observer | None = None,
+                 path: str | None = None) -> None:
         self.pool = pool
         self.body = body
         self.model: str = body["model"]
         self.observer = observer
+        self.path = path
+        self.shape = SHAPES[path]
 
     def start(self, provider: Provider) -> None:
         """Nothing to prepare per provider."""
@@ -71,7 +83,8 @@ class BufferedExchange:
         conn: Connection | None = None
         try:
             deadline = asyncio.get_running_loop().time() + limit
-            conn = await client.send(provider.endpoint, payload, timeouts.connect, deadline)
+            endpoint = provider.endpoint if self.path is None else provider.endpoints[self.path]
+            conn = await client.send(endpoint, payload, timeouts.connect, deadline)
             answer = await conn.read()
             status = conn.status
             headers = conn.headers
@@ -84,14 +97,14 @@ class BufferedExchange:
             if conn is not None:
                 client.release(conn)
         if status == 200:
-            completion = _completion(answer)
+            completion = _shaped(answer, self.shape)
             if completion is not None:
                 provider.state.record_success(mapped, time.monotonic() - started)
                 usage = completion.get("usage")
                 if self.observer is not None and isinstance(usage, dict):
                     self.observer.record(provider.name, mapped, usage)
                 return Outcome(ok=True, answer=RawResponse(200, answer, JSON_HEADERS))
-            return Outcome(Failure.BAD_RESPONSE, 200, "200 with a body that is not a JSON completion")
+            return Outcome(Failure.BAD_RESPONSE, 200, f"200 with a body that is not JSON with {self.shape!r}")
         return Outcome.of_status(status, answer, headers, self.pool.redact)
 
     def relay(self, provider: Provider, mapped: str) -> AsyncGenerator[Any, None]:
@@ -115,10 +128,10 @@ class BufferedExchange:
         """Every connection is released as its attempt ends."""
 
 
-def _completion(body: bytes) -> dict[str, Any] | None:
-    """A 200 body as a JSON object with ``choices``, else None (checked, then relayed as the same bytes)."""
+def _shaped(body: bytes, shape: str) -> dict[str, Any] | None:
+    """A 200 body as a JSON object with a list under ``shape``, else None (checked, then relayed as the same bytes)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("choices"), list) else None
+    return data if isinstance(data, dict) and isinstance(data.get(shape), list) else None

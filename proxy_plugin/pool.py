@@ -82,16 +82,24 @@ class Pool:
 
     # -- entry points --------------------------------------------------------------
 
-    async def complete(self, body: dict[str, Any], observer: Observer | None = None) -> RawResponse:
-        """Answer a non-streaming request from the first provider that can (``observer`` hears every attempt)."""
-        async with contextlib.aclosing(dispatch(self, BufferedExchange(self, body, observer))) as answers:
+    async def complete(self, body: dict[str, Any], observer: Observer | None = None,
+                       path: str | None = None) -> RawResponse:
+        """Answer a non-streaming request from the first provider that can (``observer`` hears every attempt).
+
+        ``path``: None for a chat completion, else a route of :data:`~proxy_plugin.provider.ROUTES`.
+        """
+        async with contextlib.aclosing(dispatch(self, BufferedExchange(self, body, observer, path))) as answers:
             async for answer in answers:
                 return answer  # type: ignore[no-any-return]
         raise AssertionError("dispatch ended without an answer or an error")
 
-    def stream(self, body: dict[str, Any], observer: Observer | None = None) -> AsyncGenerator[bytes, None]:
-        """Relay one streaming request (an async generator of SSE bytes; ``observer`` hears every attempt)."""
-        return dispatch(self, StreamedExchange(self, body, observer))
+    def stream(self, body: dict[str, Any], observer: Observer | None = None,
+               path: str | None = None) -> AsyncGenerator[bytes, None]:
+        """Relay one streaming request (an async generator of SSE bytes; ``observer`` hears every attempt).
+
+        ``path``: None for a chat completion, ``"/completions"`` for a legacy one (never continued elsewhere).
+        """
+        return dispatch(self, StreamedExchange(self, body, observer, path))
 
     # -- admission -----------------------------------------------------------------
 

@@ -14,18 +14,22 @@ if TYPE_CHECKING:
     from proxy_plugin.upstream import Endpoint, UpstreamClient
 
 
+#: The paths besides chat completions that the pool relays, each with its own endpoint per provider.
+ROUTES = ("/embeddings", "/completions")
+
+
 class Provider:
     """A provider of one configuration: what the config says, resolved once, plus its :class:`ProviderState`.
 
     ``timeouts`` are the global timeouts with this provider's overrides; ``endpoint`` is
-    ``client``'s endpoint for its chat completions. Both are fixed for the life of the
-    configuration. ``state`` may be shared with the provider of an earlier
+    ``client``'s endpoint for its chat completions, ``endpoints`` its endpoint for each of
+    the other routes the pool serves (:data:`ROUTES`, by path). All are fixed for the life
+    of the configuration. ``state`` may be shared with the provider of an earlier
     configuration (see :mod:`proxy_plugin.provider_state`).
     """
 
-    __slots__ = ("_serves", "chat_url", "config", "endpoint", "headers", "hint_404", "index", "models_url", "name",
-                 "state",
-                 "timeouts")
+    __slots__ = ("_serves", "chat_url", "config", "endpoint", "endpoints", "headers", "hint_404", "index", "models_url",
+                 "name", "state", "timeouts")
 
     def __init__(
         self, config: ProviderConfig, index: int, state: ProviderState, timeouts: TimeoutConfig,
@@ -40,6 +44,8 @@ class Provider:
         self.chat_url = provider_url(config, "/chat/completions")
         self.models_url = provider_url(config, "/models")
         self.endpoint: Endpoint = client.endpoint(self.chat_url, self.headers)
+        self.endpoints: dict[str, Endpoint] = {
+            path: client.endpoint(provider_url(config, path), self.headers) for path in ROUTES}
         self.hint_404 = missing_version_hint(config)  # what a 404 from it may mean, said where it shows
         self._serves = served_pattern(config)
 

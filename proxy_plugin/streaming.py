@@ -162,16 +162,25 @@ def _code(chunk: dict[str, Any]) -> str:
 
 
 class StreamedExchange:
-    """A streaming chat completion: relayed event by event, continued elsewhere if it breaks."""
+    """A streaming request: relayed event by event, a chat completion continued elsewhere if it breaks.
 
-    __slots__ = ("_conn", "_deadline", "_events", "_first", "_started", "broke", "broken", "model", "observer", "pool",
-                 "prefill", "prefilled", "relayed")
+    ``path`` None is a chat completion; ``"/completions"`` a legacy completion (chunks with
+    ``choices[].text``), which fails over before its first event like chat but is never
+    continued after a break: the client gets an error event instead of a clean finish.
+    """
 
-    def __init__(self, pool: Pool, body: dict[str, Any], observer: Observer | None = None) -> None:
+    __slots__ = ("_conn", "_deadline", "_events", "_first", "_started", "broke", "broken", "model", "observer", "path",
+                 "pool", "prefill", "prefilled", "relayed")
+
+    def __init__(self, pool: Pool, body: dict[str, Any], observer: Observer | None = None,
+                 path: str | None = None) -> None:
         self.pool = pool
         self.model: str = body["model"]
         self.observer = observer
+        self.path = path
         self.relayed = Relay(body, observer is not None and observer.wants_usage)
+        if path is not None:
+            self.relayed.continuable = False  # continuation (prefill or restart) is a chat feature
         self.prefill = False      # the provider being tried takes a partial answer as prefill
         self.prefilled = False    # the current attempt sent one
         self.broke: Outcome | None = None   # how the last relayed stream ended (None: complete)
@@ -211,8 +220,8 @@ class StreamedExchange:
         try:
             try:
                 # the first token's deadline bounds connecting, the headers and every read up to the first event
-                conn = await self.pool.client.send(provider.endpoint, payload, timeouts.connect,
-                                                   loop_time() + first_limit)
+                endpoint = provider.endpoint if self.path is None else provider.endpoints[self.path]
+                conn = await self.pool.client.send(endpoint, payload, timeouts.connect, loop_time() + first_limit)
                 if conn.status != 200:
                     return Outcome.of_status(conn.status, await conn.read(MAX_ERROR_BODY), conn.headers,
                                              self.pool.redact)
@@ -319,7 +328,9 @@ class StreamedExchange:
         """The error for the client: the stream could not be finished, or nobody answered at all."""
         relayed = self.relayed
         if relayed.sent:
-            if not relayed.continuable:
+            if self.path is not None:
+                why = f"a {self.path} stream is not continued elsewhere"
+            elif not relayed.continuable:
                 why = "this kind of answer (several choices or tool calls) cannot be continued elsewhere"
             else:
                 why = "no other provider could continue it: " + run.summary()

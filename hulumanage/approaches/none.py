@@ -24,13 +24,25 @@ class NoneApproach:
 
     async def run(self, call: Call) -> Any:
         """Relay the call to the default upstream with the client's key (or OPENAI_API_KEY)."""
+        return await self._forward(call, "/chat/completions")
+
+    async def embeddings(self, call: Call) -> Any:
+        """``POST /v1/embeddings``, relayed to ``--base-url`` as chat is."""
+        return await self._forward(call, "/embeddings")
+
+    async def completions(self, call: Call) -> Any:
+        """``POST /v1/completions`` (streamed or not), relayed to ``--base-url`` as chat is."""
+        return await self._forward(call, "/completions")
+
+    async def _forward(self, call: Call, path: str) -> Any:
+        """POST the request to ``path`` under ``--base-url``; the answer's bytes (or SSE) relayed."""
         options = call.app[OPTIONS]
         session = call.app[HTTP]
         key = call.api_key or os.environ.get("OPENAI_API_KEY")
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        url = options.base_url.rstrip("/") + "/chat/completions"
+        url = options.base_url.rstrip("/") + path
         try:
             response = await session.post(url, data=orjson.dumps(call.request), headers=headers)
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import json
 import random
@@ -19,7 +20,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from hulumanage.sim import payload, shapes
+from hulumanage.sim import legacy, payload, shapes
 from hulumanage.sim.behaviour import Behaviour, Profile, ok
 from hulumanage.sim.respond import Gate, check_request, error_response, respond
 from hulumanage.sim.seen import Headers, Seen
@@ -38,7 +39,8 @@ class FakeProvider:
 
     Serves ``POST /v1/chat/completions`` (plain and SSE streaming, ``n``,
     ``stream_options.include_usage``, assistant prefill, a tool call when ``tools`` are given, JSON
-    content for ``response_format``; bodies up to 64 MB) and ``GET /v1/models``.
+    content for ``response_format``; bodies up to 64 MB), ``GET /v1/models``, and ``POST /v1/embeddings``
+    and ``/v1/completions`` (:mod:`hulumanage.sim.legacy`, which play the same behaviours).
     Every response carries ``x-fake-provider: <name>`` and every completion or chunk
     ``"system_fingerprint": "fake-<name>"``. Use as ``async with FakeProvider(...) as p``
     or call :meth:`start` and :meth:`close`.
@@ -88,6 +90,8 @@ class FakeProvider:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_post("/v1/chat/completions", self._handle_chat)
+        for route in ("embeddings", "completions"):  # hulumanage/sim/legacy.py
+            app.router.add_post(f"/v1/{route}", functools.partial(legacy.handle, self, route))
         app.router.add_route("*", "/{tail:.*}", self._handle_other)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT)
         await runner.setup()

@@ -115,7 +115,8 @@ class RequestGate:
                 self._limited_by(exc)
                 raise
             ticket.wants_usage = True
-        self.cache.admit(ticket, self.runtime.config.cache)  # a hit sets ticket.answer
+        if getattr(request, "route", "chat") == "chat":  # embeddings and legacy completions are never cached
+            self.cache.admit(ticket, self.runtime.config.cache)  # a hit sets ticket.answer
         return ticket
 
     # -- metrics (proxy_plugin/metrics.py) ---------------------------------------------

@@ -2,7 +2,8 @@
 
 Prompt: the UTF-8 bytes of every text part of every message, plus 4 per message (the chat
 format's own tokens), plus the JSON bytes of anything else the model reads (non-text
-parts, tool calls, ``tools``, ``functions``, ``response_format``). No common BPE token is
+parts, tool calls, ``tools``, ``functions``, ``response_format``; the ``prompt`` of a legacy
+completion, the ``input`` of embeddings). No common BPE token is
 shorter than one byte, so bytes never undercount; for English text they overcount about
 four times. Output: ``max_completion_tokens`` or ``max_tokens`` (else the configured
 ``budget_reserve_tokens``), times ``n`` choices.
@@ -16,7 +17,7 @@ from typing import Any
 import orjson
 
 PER_MESSAGE = 4
-_READ_TOO = ("tools", "functions", "response_format", "tool_choice")
+_READ_TOO = ("tools", "functions", "response_format", "tool_choice", "prompt", "input")  # the last two: other routes
 
 
 def _bytes(value: Any) -> int:

@@ -124,7 +124,7 @@ async def test_models(fakes, proxy, http) -> None:
     ("method", "path"),
     [
         ("GET", "/v1/nothing-here"),
-        ("POST", "/v1/completions"),
+        ("POST", "/v1/images/generations"),  # /v1/completions is served: tests/realworld/test_embeddings_completions.py
         ("GET", "/v1/chat/nothing"),  # GET /v1/chat/completions is a 405: tests/realworld/test_routes.py
         ("DELETE", "/v1/models/x"),
     ],
