@@ -88,3 +88,18 @@ def env(tmp_path: Path) -> dict[str, str]:
     environ["HOME"] = str(home)
     environ["PYTHONWARNINGS"] = "always::ResourceWarning"
     return environ
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[Any]:
+    """A real ``redis-server`` on a free port (``tests/support/redis.py``), stopped afterwards."""
+    from support.redis import RedisServer, redis_binary
+
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(redis_binary(), workdir)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
