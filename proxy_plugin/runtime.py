@@ -64,7 +64,8 @@ class ProxyRuntime:
         self.reloads = 0
         self.wrap_client: Any = None  # the pool-backed SDK client of wrapped approaches (wrap.py), built once
         self._health = HealthChecker(lambda: self.current)
-        self.metrics = Metrics(lambda: self.pool, lambda: self.config)  # this runtime's own registry
+        self.metrics = Metrics(lambda: self.pool, lambda: self.config,  # this runtime's own registry
+                               lambda: None if self.gate.redis is None else self.gate.redis.up)
         self.gate = RequestGate(self)  # every chat request's gate (keys, limits, budgets, cost, cache, metrics)
 
     @property
@@ -164,6 +165,7 @@ class ProxyRuntime:
             "reloads": self.reloads,
             "upstream_connections": self.client.snapshot() if self.client is not None else None,
             "providers": {p.name: p.snapshot() for p in pool.providers},
+            "state": self.gate.state_snapshot(),
         }
 
 

@@ -99,6 +99,12 @@ class RequestGate:
                                "opens the state file")
         return controls
 
+    def state_snapshot(self) -> dict[str, Any]:
+        """The state backend for ``/health`` (Redis: whether it answers, the policy, what waits to be sent)."""
+        if self.redis is not None:
+            return self.redis.snapshot()
+        return {"backend": "memory" if type(self.store) is MemoryStore else self.runtime.config.state.backend}
+
     def spend(self) -> dict[str, Any]:
         """``GET /admin/spend``: spend by key, provider and model, each budget's current period, unpriced providers."""
         config = self.runtime.config
