@@ -17,6 +17,7 @@ from proxy_plugin.gate import RequestGate
 from proxy_plugin.health import HealthChecker
 from proxy_plugin.metrics import Metrics
 from proxy_plugin.pool import Pool, carried_states
+from proxy_plugin.state.circuits import SharedCircuits
 from proxy_plugin.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,10 @@ class ProxyRuntime:
         except BaseException:
             await self.close()
             raise
+        if self.gate.redis is not None:  # circuits and health verdicts shared by replicas (state/circuits.py)
+            shared = SharedCircuits(self.gate.redis, lambda: self.pool)
+            self.gate.redis.add_poller(shared.poll)
+            self._health.shared = shared
         self._health.start()
         logger.info("proxy ready: %s (%s), strategy %s, config %s", plural(len(self.config.providers), "provider"),
                     ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)

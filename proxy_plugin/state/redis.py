@@ -70,6 +70,7 @@ class RedisStore(MemoryStore):
         self._pending: dict[str, float] = {}                 # counter deltas not yet in Redis
         self._ops: list[tuple[Any, list[str], list[Any]]] = []  # (script, keys, args) not yet run
         self._pollers: list[Poller] = []
+        self._spawned: set[asyncio.Future[Any]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -101,6 +102,17 @@ class RedisStore(MemoryStore):
     def register_script(self, lua: str) -> Any:
         """A server-side script, loaded once (``EVALSHA``, reloaded by the client if Redis forgot it)."""
         return self.client.register_script(lua)
+
+    def spawn(self, work: Awaitable[Any]) -> None:
+        """Run ``work`` (a bounded call) in the background: a request never waits for it; a failure marks down."""
+        task = asyncio.ensure_future(work)
+        self._spawned.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Future[Any]) -> None:
+        self._spawned.discard(task)
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), RedisDown):
+            logger.warning("background Redis write failed: %r", task.exception())
 
     def add_poller(self, poller: Poller) -> None:
         """Run ``poller`` every :data:`MIRROR_INTERVAL` while Redis is up."""
