@@ -44,8 +44,7 @@ async def test_a_failing_provider_is_avoided_by_all_within_1s_and_probed_by_one(
             assert seen["chat"] == 1  # nobody else sent a itself
 
 
-async def test_one_replica_probes_each_provider_at_a_time(fakes, redis_server, tmp_path, env) -> None:
-    (a,) = await fakes("a")
+async def test_one_replica_probes_each_provider_at_a_time(redis_server, tmp_path, env) -> None:
     probes: list[float] = []
 
     async def models(request: web.Request) -> web.Response:
