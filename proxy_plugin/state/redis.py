@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -70,6 +71,7 @@ class RedisStore(MemoryStore):
         self._pending: dict[str, float] = {}                 # counter deltas not yet in Redis
         self._ops: list[tuple[Any, list[str], list[Any]]] = []  # (script, keys, args) not yet run
         self._pollers: list[Poller] = []
+        self._scripts: list[Any] = []
         self._spawned: set[asyncio.Future[Any]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -101,7 +103,9 @@ class RedisStore(MemoryStore):
 
     def register_script(self, lua: str) -> Any:
         """A server-side script, loaded once (``EVALSHA``, reloaded by the client if Redis forgot it)."""
-        return self.client.register_script(lua)
+        script = self.client.register_script(lua)
+        self._scripts.append(script)
+        return script
 
     def spawn(self, work: Awaitable[Any]) -> None:
         """Run ``work`` (a bounded call) in the background: a request never waits for it; a failure marks down."""
@@ -168,11 +172,14 @@ class RedisStore(MemoryStore):
         """Redis is down: ping it (bounded); when it answers, send what was kept and read the shared counters."""
         try:
             async with asyncio.timeout(self.timeout):
+                await self.client.connection_pool.disconnect()  # drop the dead connections: fresh ones only
                 await self.client.ping()
         except (TimeoutError, RedisError, OSError):
             return
         self.up = True
         logger.warning("state backend Redis answers again: shared state resumed")
+        for script in self._scripts:  # a restarted Redis forgot them: load now, not on a request's budget
+            await self.call(partial(self.client.script_load, script.script))
         await self.flush()
         await self._refresh()
 

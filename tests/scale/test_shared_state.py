@@ -52,7 +52,7 @@ async def test_redis_killed_mid_run_local_serves_then_shares_again(fakes, redis_
     config = write(tmp_path / "proxy.yaml", redis_server.url, [entry(a)],
                    clients={"keys": [{"id": "team", "key": KEY, "rpm": 1000},
                                      {"id": "limited", "key": LIMITED, "rpm": 6}]},
-                   state={"redis_timeout": 0.05, "on_redis_down": "local"})
+                   state={"redis_timeout": 0.25, "on_redis_down": "local"})  # 0.25: a suite on 2 busy cores
     async with replicas(env, config) as servers:
         assert all(not isinstance(r, BaseException) for r in await spread(servers, 9))
         assert "hulumanage_state_backend_up 1.0" in await metric(servers[0])
@@ -69,9 +69,10 @@ async def test_redis_killed_mid_run_local_serves_then_shares_again(fakes, redis_
         await redis_server.start()
         await up_everywhere(servers, True)
         results = await spread(servers, 12, key=LIMITED)  # shared again: 6 across the three, not 6 each
-        assert sum(not isinstance(r, BaseException) for r in results) == 6
-        deadline = time.monotonic() + 2.0  # what was settled locally meanwhile reached Redis
-        while (await get_json(servers[0], "/admin/spend"))["keys"]["team"]["requests"] < 9 + 30:
+        assert sum(not isinstance(r, BaseException) for r in results) == 6, [s.log[-600:] for s in servers]
+        # what was settled locally meanwhile reached Redis (this Redis restarted empty: what it held is gone)
+        deadline = time.monotonic() + 2.0
+        while (await get_json(servers[0], "/admin/spend"))["keys"]["team"]["requests"] < 30:
             assert time.monotonic() < deadline
 
 
