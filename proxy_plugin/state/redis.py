@@ -24,8 +24,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from functools import partial
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
