@@ -138,6 +138,18 @@ class Breaker:
         if self.state == OPEN and not self.until_health_check:
             self.open_until = min(self.open_until, self._clock())
 
+    def force_open(self, duration: float) -> None:
+        """Open for ``duration`` seconds because another replica's circuit opened (``state/circuits.py``)."""
+        if self._current() == CLOSED:
+            now = self._clock()
+            self._open(now, duration)
+            self.open_until = now + duration  # not capped: the replica that opened it probes first
+
+    def force_close(self) -> None:
+        """Close because the replica that opened it saw its probe succeed."""
+        if self.state != CLOSED and not self.until_health_check:
+            self._close()
+
     def reopens_in(self) -> float | None:
         """Seconds until an open circuit lets a probe through (0: it may now; None: when a health check passes)."""
         if self._current() != OPEN:

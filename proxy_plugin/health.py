@@ -15,6 +15,7 @@ import orjson
 from proxy_plugin.classify import describe_exception
 from proxy_plugin.pool import Pool
 from proxy_plugin.provider import Provider
+from proxy_plugin.state.circuits import SharedCircuits
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +72,20 @@ def _model_ids(body: bytes) -> tuple[str, ...]:
     return tuple(m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str))
 
 
-async def check_all(pool: Pool) -> None:
-    """Probe every provider of ``pool`` concurrently."""
-    await asyncio.gather(*(check(pool, p) for p in pool.providers))
+async def check_all(pool: Pool, shared: SharedCircuits | None = None) -> None:
+    """Probe every provider of ``pool`` concurrently (``shared``: only those whose lease this replica holds,
+    publishing the verdict; the other replicas take it from Redis)."""
+    if shared is None:
+        await asyncio.gather(*(check(pool, p) for p in pool.providers))
+        return
+    interval = pool.config.routing.health_check.interval
+
+    async def one(provider: Provider) -> None:
+        if await shared.lease(provider.name, interval):
+            await check(pool, provider)
+            shared.verdict(provider.name, provider.state.healthy)
+
+    await asyncio.gather(*(one(p) for p in pool.providers))
 
 
 class HealthChecker:
@@ -81,6 +93,7 @@ class HealthChecker:
 
     def __init__(self, current: Callable[[], Pool]) -> None:
         self._current = current
+        self.shared: SharedCircuits | None = None  # state.backend: redis: one replica probes each provider
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -107,7 +120,7 @@ class HealthChecker:
             hc = pool.config.routing.health_check
             if hc.enabled:
                 try:
-                    await check_all(pool)
+                    await check_all(pool, self.shared)
                 except Exception:  # a bug here must not stop future checks
                     logger.exception("health check round failed")
             self._wake.clear()

@@ -51,8 +51,10 @@ def _child(cache: dict[Any, Any], metric: Any, key: Any, *labels: str) -> Any:
 class Metrics:
     """Every series of one runtime, in its own registry (a test process runs many servers)."""
 
-    def __init__(self, pool: Callable[[], Pool | None], config: Callable[[], ProxyConfig]) -> None:
-        """``pool``: the pool serving now (None before start); ``config``: the configuration now."""
+    def __init__(self, pool: Callable[[], Pool | None], config: Callable[[], ProxyConfig],
+                 backend_up: Callable[[], bool | None] = lambda: None) -> None:
+        """``pool``: the pool serving now (None before start); ``config``: the configuration now;
+        ``backend_up``: whether the shared state backend (Redis) answers (None: no shared backend)."""
         self._pool = pool
         self._config = config
         r = self.registry = CollectorRegistry(auto_describe=False)
@@ -81,7 +83,7 @@ class Metrics:
             self.rate_limited.labels(reason)
         for result in CACHE_RESULTS:
             self.cache_requests.labels(result)
-        r.register(_StateCollector(pool))
+        r.register(_StateCollector(pool, backend_up))
         self.clients: _ClientSeries | None = None
         self._children: dict[Any, Any] = {}
         self._series: dict[tuple[tuple[str, ...], str], _RequestSeries] = {}
@@ -129,13 +131,12 @@ class Metrics:
 
     def record(self, provider: str, model: str, prompt: int, completion: int) -> None:
         """One upstream answer's token usage."""
-        key = (provider, model)
+        label = self.model_label(model)
+        key = (provider, label)  # by label: the cache is as bounded as the series
         children = self._tokens.get(key)
-        if children is None:  # cached for the configuration's models only (so the cache stays bounded too)
-            label = self.model_label(model)
+        if children is None:
             children = (self.tokens.labels(provider, label, "prompt"), self.tokens.labels(provider, label, "completion"))
-            if label != OTHER:
-                self._tokens[key] = children
+            self._tokens[key] = children
         if prompt:
             children[0].inc(prompt)
         if completion:
@@ -255,8 +256,9 @@ class _ClientSeries:
 class _StateCollector:
     """What mirrors the pool's state, read at scrape time: providers up, circuits, in flight, queue, failovers."""
 
-    def __init__(self, pool: Callable[[], Pool | None]) -> None:
+    def __init__(self, pool: Callable[[], Pool | None], backend_up: Callable[[], bool | None]) -> None:
         self._pool = pool
+        self._backend_up = backend_up
         # failovers are counted by each provider's state, which a reload may replace: keep a running total
         self._failovers: dict[str, float] = {}
         self._seen: dict[str, tuple[ProviderState, int]] = {}
@@ -288,3 +290,7 @@ class _StateCollector:
         yield in_flight
         yield failovers
         yield GaugeMetricFamily("hulumanage_queue_waiting", "Requests waiting for a place in the queue", value=waiting)
+        backend = self._backend_up()
+        if backend is not None:
+            yield GaugeMetricFamily("hulumanage_state_backend_up", "1 when the shared state backend (Redis) answers, "
+                                    "else 0 (on_redis_down applies)", value=1.0 if backend else 0.0)

@@ -17,6 +17,7 @@ from proxy_plugin.gate import RequestGate
 from proxy_plugin.health import HealthChecker
 from proxy_plugin.metrics import Metrics
 from proxy_plugin.pool import Pool, carried_states
+from proxy_plugin.state.circuits import SharedCircuits
 from proxy_plugin.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ class ProxyRuntime:
         self.reloads = 0
         self.wrap_client: Any = None  # the pool-backed SDK client of wrapped approaches (wrap.py), built once
         self._health = HealthChecker(lambda: self.current)
-        self.metrics = Metrics(lambda: self.pool, lambda: self.config)  # this runtime's own registry
+        self.metrics = Metrics(lambda: self.pool, lambda: self.config,  # this runtime's own registry
+                               lambda: None if self.gate.redis is None else self.gate.redis.up)
         self.gate = RequestGate(self)  # every chat request's gate (keys, limits, budgets, cost, cache, metrics)
 
     @property
@@ -82,6 +84,10 @@ class ProxyRuntime:
         except BaseException:
             await self.close()
             raise
+        if self.gate.redis is not None:  # circuits and health verdicts shared by replicas (state/circuits.py)
+            shared = SharedCircuits(self.gate.redis, lambda: self.pool)
+            self.gate.redis.add_poller(shared.poll)
+            self._health.shared = shared
         self._health.start()
         logger.info("proxy ready: %s (%s), strategy %s, config %s", plural(len(self.config.providers), "provider"),
                     ", ".join(p.name for p in self.config.providers), self.config.routing.strategy, self.path)
@@ -164,6 +170,7 @@ class ProxyRuntime:
             "reloads": self.reloads,
             "upstream_connections": self.client.snapshot() if self.client is not None else None,
             "providers": {p.name: p.snapshot() for p in pool.providers},
+            "state": self.gate.state_snapshot(),
         }
 
 

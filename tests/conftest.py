@@ -98,3 +98,18 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
     manual = ManualClock()
     monkeypatch.setattr(proxy_plugin.plugin, "clock_factory", lambda: manual)
     return manual
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[Any]:
+    """A real ``redis-server`` on a free port (``tests/support/redis.py``), stopped afterwards."""
+    from support.redis import RedisServer, redis_binary
+
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(redis_binary(), workdir)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()

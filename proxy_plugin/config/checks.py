@@ -89,7 +89,8 @@ def log_level(value: str) -> str:
 # --- gateway controls: client keys, budgets, state ----------------------------------
 
 PERIODS = ("day", "week", "month", "total")
-STATE_BACKENDS = ("sqlite", "memory")
+STATE_BACKENDS = ("sqlite", "memory", "redis")
+REDIS_DOWN_POLICIES = ("local", "closed")
 
 
 def period(value: str) -> str:
@@ -112,6 +113,20 @@ def state_backend(value: str) -> str:
     if value in STATE_BACKENDS:
         return value
     raise ValueError(f"unknown state backend {value!r}; expected one of {', '.join(STATE_BACKENDS)}")
+
+
+def redis_url(value: str) -> str:
+    """Check a Redis URL (``redis://``, ``rediss://`` or ``unix://``). Never echoes it (it may hold a password)."""
+    if value.split("://", 1)[0].lower() in ("redis", "rediss", "unix") and "://" in value:
+        return value
+    raise ValueError("must be a redis://, rediss:// or unix:// URL")
+
+
+def redis_down(value: str) -> str:
+    """Check ``on_redis_down``: ``local`` or ``closed``."""
+    if value.lower() in REDIS_DOWN_POLICIES:
+        return value.lower()
+    raise ValueError(f"unknown policy {value!r}; expected one of {', '.join(REDIS_DOWN_POLICIES)}")
 
 
 def globs(value: tuple[str, ...]) -> tuple[str, ...]:

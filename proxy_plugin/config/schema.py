@@ -23,6 +23,8 @@ from proxy_plugin.config.checks import (
     log_level,
     non_empty,
     period,
+    redis_down,
+    redis_url,
     sha256_hex,
     state_backend,
     strategy,
@@ -229,10 +231,15 @@ class ClientsConfig:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StateConfig:
-    """Where counters that must survive a restart (spend) are kept: an SQLite file, or memory only."""
+    """Where counters that must survive a restart (spend) are kept: an SQLite file, memory only, or a Redis
+    shared by several replicas (limits, budgets, spend, the cache, circuits and health verdicts)."""
 
     backend: str = opt("sqlite", check=state_backend)
     path: str = opt("~/.hulumanage/state.sqlite3", check=non_empty)
+    redis_url: str = opt("redis://127.0.0.1:6379/0", check=redis_url, secret=True)
+    redis_timeout: float = opt(0.05, gt=0, le=5)   # seconds per Redis call, never longer
+    on_redis_down: str = opt("local", check=redis_down)  # local: per-process state, warned | closed: 503
+    redis_prefix: str = opt("hulumanage:")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

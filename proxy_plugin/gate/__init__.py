@@ -18,6 +18,7 @@ reserved in ``admit`` and settled in ``finish``, once, whatever happened in betw
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from proxy_plugin.errors import ProxyError
@@ -26,8 +27,12 @@ from proxy_plugin.gate.cache import ResponseCache
 from proxy_plugin.gate.clients import Client
 from proxy_plugin.gate.controls import Controls, Hold
 from proxy_plugin.gate.limits import WINDOW, RateLimiter
+from proxy_plugin.gate.shared import Scripts
+from proxy_plugin.gate.shared import admit as shared_admit
+from proxy_plugin.gate.shared_cache import SharedCache
 from proxy_plugin.gate.spend import snapshot as spend_snapshot
 from proxy_plugin.state import MemoryStore, StateStore, make_store
+from proxy_plugin.state.redis import RedisDown, RedisStore
 
 if TYPE_CHECKING:
     from proxy_plugin.attempts import Outcome
@@ -38,6 +43,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["Client", "RequestGate", "Ticket"]
+
+
+def backend_unavailable() -> ProxyError:
+    """The 503 of ``on_redis_down: closed`` while Redis does not answer."""
+    return ProxyError(503, "the shared state backend (Redis) is unavailable and on_redis_down is 'closed'; "
+                      "retry shortly", "server_error", "state_backend_unavailable", {"Retry-After": "1"})
 
 
 class RequestGate:
@@ -51,17 +62,27 @@ class RequestGate:
         self.store: StateStore = MemoryStore()  # spend and budget counters; the configured backend from start()
         self._controls: Controls | None = None
         self._started = False
+        self.redis: RedisStore | None = None   # state.backend: redis (limits, budgets, cache shared by replicas)
+        self.scripts: Scripts | None = None
 
     # -- gateway controls ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the state store when controls are configured (SQLite by default: spend survives restarts)."""
+        """Open the state store when controls are configured (SQLite by default: spend survives restarts).
+
+        With ``state.backend: redis`` it is opened whatever is configured: the cache, circuits and
+        health verdicts are shared through it too (``gate/shared.py``, ``gate/shared_cache.py``).
+        """
         config = self.runtime.config
-        if self.controls_for(config).active:
+        if self.controls_for(config).active or config.state.backend == "redis":
             store = make_store(config.state, self.runtime.environ)
             await store.open()
             self.store = store
             self._controls = None  # rebuilt on the opened store
+            if isinstance(store, RedisStore):
+                self.redis = store
+                self.scripts = Scripts(store)
+                self.cache.store = SharedCache(store, self.runtime.clock)
         self._started = True
 
     async def close(self) -> None:
@@ -77,6 +98,12 @@ class RequestGate:
                 logger.warning("gateway controls turned on by a reload: spend is counted in memory until a restart "
                                "opens the state file")
         return controls
+
+    def state_snapshot(self) -> dict[str, Any]:
+        """The state backend for ``/health`` (Redis: whether it answers, the policy, what waits to be sent)."""
+        if self.redis is not None:
+            return self.redis.snapshot()
+        return {"backend": "memory" if type(self.store) is MemoryStore else self.runtime.config.state.backend}
 
     def spend(self) -> dict[str, Any]:
         """``GET /admin/spend``: spend by key, provider and model, each budget's current period, unpriced providers."""
@@ -104,19 +131,55 @@ class RequestGate:
             raise
         return client
 
-    def admit(self, client: Client, request: Any) -> Ticket:
-        """Admit one parsed request (model allowed, limits reserved, cache looked up), or raise the refusal."""
+    def admit(self, client: Client, request: Any) -> Ticket | Awaitable[Ticket]:
+        """Admit one parsed request (model allowed, limits reserved, cache looked up), or raise the refusal.
+
+        Synchronous (no ``await`` on the hot path) unless the state is in Redis: then a coroutine.
+        """
+        if self.redis is not None:
+            return self._admit_shared(client, request)
         ticket = Ticket(self, client, request)
         controls = self.controls_for(self.runtime.config)
         if controls.active:
             try:
-                ticket.hold = controls.admit(client, request.body, getattr(request, "fanout", 1))  # raises the 403 / 429; reserves nothing then
+                # raises the 403 / 429; reserves nothing then
+                ticket.hold = controls.admit(client, request.body, getattr(request, "fanout", 1))
             except ProxyError as exc:
                 self._limited_by(exc)
                 raise
             ticket.wants_usage = True
         if getattr(request, "route", "chat") == "chat":  # embeddings and legacy completions are never cached
             self.cache.admit(ticket, self.runtime.config.cache)  # a hit sets ticket.answer
+        return ticket
+
+    async def _admit_shared(self, client: Client, request: Any) -> Ticket:
+        """:meth:`admit` with the state in Redis: one round trip for limits and budgets, then the shared cache.
+
+        Redis down (or slower than ``redis_timeout``): ``on_redis_down: local`` admits on this
+        process's own windows and counters; ``closed`` refuses with a 503.
+        """
+        redis, scripts = self.redis, self.scripts
+        assert redis is not None and scripts is not None
+        config = self.runtime.config
+        ticket = Ticket(self, client, request)
+        controls = self.controls_for(config)
+        if not redis.up and redis.policy == "closed":
+            raise backend_unavailable()
+        if controls.active:
+            try:
+                try:
+                    ticket.hold = await shared_admit(controls, scripts, client, request.body, getattr(request, "fanout", 1))
+                except RedisDown:
+                    if redis.policy == "closed":
+                        raise backend_unavailable() from None
+                    # per-process, until Redis answers
+                    ticket.hold = controls.admit(client, request.body, getattr(request, "fanout", 1))
+            except ProxyError as exc:
+                self._limited_by(exc)
+                raise
+            ticket.wants_usage = True
+        if getattr(request, "route", "chat") == "chat":  # embeddings and legacy completions are never cached
+            await self.cache.admit_shared(ticket, config.cache)
         return ticket
 
     # -- metrics (proxy_plugin/metrics.py) ---------------------------------------------

@@ -27,8 +27,36 @@ PREFIX = "budget" + SEP
 Scope = tuple[str, BudgetConfig]
 
 
+#: the last period computed for each kind: (start, end as Unix times, its id, its end): a request's
+#: lookup is two comparisons until the period turns
+_PERIODS: dict[str, tuple[float, float, str, dt.datetime | None]] = {}
+
+
 def period_bounds(period: str, wall: float) -> tuple[str, dt.datetime | None]:
     """The period holding Unix time ``wall``: its id (``2024-05-01``, ``2024-W18``, ``2024-05``, ``total``) and its end."""
+    known = _PERIODS.get(period)
+    if known is not None and known[0] <= wall < known[1]:
+        return known[2], known[3]
+    ident, end = _period_bounds(period, wall)
+    start = _period_start(period, wall)
+    _PERIODS[period] = (start, end.timestamp() if end is not None else float("inf"), ident, end)
+    return ident, end
+
+
+def _period_start(period: str, wall: float) -> float:
+    """When the period holding ``wall`` began (Unix time; ``total``: always)."""
+    now = dt.datetime.fromtimestamp(wall, dt.UTC)
+    day = dt.datetime(now.year, now.month, now.day, tzinfo=dt.UTC)
+    if period == "day":
+        return day.timestamp()
+    if period == "week":
+        return (day - dt.timedelta(days=now.weekday())).timestamp()
+    if period == "month":
+        return dt.datetime(now.year, now.month, 1, tzinfo=dt.UTC).timestamp()
+    return float("-inf")
+
+
+def _period_bounds(period: str, wall: float) -> tuple[str, dt.datetime | None]:
     now = dt.datetime.fromtimestamp(wall, dt.UTC)
     day = dt.datetime(now.year, now.month, now.day, tzinfo=dt.UTC)
     if period == "day":
@@ -71,15 +99,29 @@ def reserve(store: StateStore, scopes: Sequence[Scope], usd: float, wall: float)
     refused = store.reserve(claims)
     if refused is None:
         return [(name, amount) for name, amount, _ in claims]
-    scope, budget = scopes[refused]
-    name, _, limit = claims[refused]
-    end = ends[refused]
-    spent, held = store.get(name), store.reserved(name)
+    name = claims[refused][0]
+    raise budget_refusal(scopes[refused], ends[refused], store.get(name), store.reserved(name), usd, wall)
+
+
+def claims_of(scopes: Sequence[Scope], wall: float) -> list[tuple[str, float, dt.datetime | None]]:
+    """Per budget of ``scopes``: its current period's counter, its limit and the period's end."""
+    out = []
+    for _scope, budget in scopes:
+        period_id, end = period_bounds(budget.period, wall)
+        assert budget.usd is not None
+        out.append((counter(_scope, period_id), budget.usd, end))
+    return out
+
+
+def budget_refusal(scope: Scope, end: dt.datetime | None, spent: float, held: float, usd: float, wall: float) -> ProxyError:
+    """The 429 ``budget_exceeded`` of a budget that a request's worst case ``usd`` does not fit."""
+    name, budget = scope
+    assert budget.usd is not None
     when = f"resets at {iso(end)}" if end is not None else "never resets (period: total)"
     headers = {} if end is None else {"Retry-After": str(max(1, math.ceil(end.timestamp() - wall)))}
-    raise ProxyError(
+    return ProxyError(
         429,
-        f"budget exceeded: the {scope} budget ({budget.period}) has spent {_usd(spent)} of {_usd(limit)}"
+        f"budget exceeded: the {name} budget ({budget.period}) has spent {_usd(spent)} of {_usd(budget.usd)}"
         f"{f' with {_usd(held)} reserved by requests in flight' if held else ''}; this request could cost "
         f"up to {_usd(usd)}; it {when}",
         "insufficient_quota", "budget_exceeded", headers, reason="budget",

@@ -234,32 +234,54 @@ class ResponseCache:
 
     def admit(self, ticket: Any, config: CacheConfig) -> None:
         """Look the request up: a hit sets ``ticket.answer``, a miss a :class:`Fill` and ``ticket.tap``."""
+        key = self._key(ticket, config)
+        if key is not None:
+            self._found(ticket, key, None if ticket.cache == "bypass" else self.store.get(key))
+
+    async def admit_shared(self, ticket: Any, config: CacheConfig) -> None:
+        """:meth:`admit` on a shared store (Redis): a local miss asks the store's ``fetch`` (bounded)."""
+        key = self._key(ticket, config)
+        if key is None:
+            return
+        entry = None
+        if ticket.cache != "bypass":
+            entry = self.store.get(key)
+            fetch = getattr(self.store, "fetch", None)
+            if entry is None and fetch is not None:
+                entry = await fetch(key)
+        self._found(ticket, key, entry)
+
+    def _key(self, ticket: Any, config: CacheConfig) -> str | None:
+        """The request's key, None when the cache does not apply (``ticket.cache`` says why; a refresh: bypass)."""
         if not config.enabled:
             if len(self.store):
                 self.store.clear()  # turned off by a reload: the memory goes back
-            return
+            return None
         request = ticket.request
         said = directives(request.cache_control)
         if "no-store" in said or not cacheable(request.body, config.max_temperature):
             ticket.cache = "bypass"
-            return
+            return None
         client = ticket.client
         namespace = client.id if config.per_client and client.key is not None else ""
-        key = cache_key(namespace, request)
         if "no-cache" in said:
             ticket.cache = "bypass"
-        else:
-            entry = self.store.get(key)
-            if entry is not None:
-                ticket.cache = "hit"
-                ticket.saved_usd = entry.usd
-                if request.stream:
-                    options = request.body.get("stream_options")
-                    usage = isinstance(options, dict) and options.get("include_usage") is True
-                    ticket.answer = Replay(entry.sse(usage))
-                else:
-                    ticket.answer = CachedAnswer(entry.body)
-                return
+        return cache_key(namespace, request)
+
+    def _found(self, ticket: Any, key: str, entry: Entry | None) -> None:
+        """A hit answers from ``entry``; else a :class:`Fill` taps the answer on its way (a miss or a refresh)."""
+        request = ticket.request
+        if entry is not None:
+            ticket.cache = "hit"
+            ticket.saved_usd = entry.usd
+            if request.stream:
+                options = request.body.get("stream_options")
+                usage = isinstance(options, dict) and options.get("include_usage") is True
+                ticket.answer = Replay(entry.sse(usage))
+            else:
+                ticket.answer = CachedAnswer(entry.body)
+            return
+        if ticket.cache != "bypass":
             ticket.cache = "miss"
         fill = ticket.fill = Fill(key, request.stream)
         ticket.tap = fill.tap

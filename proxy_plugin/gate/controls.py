@@ -11,14 +11,14 @@ once, when the request ends.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from proxy_plugin.clock import Clock
 from proxy_plugin.config import ProxyConfig
 from proxy_plugin.gate.budgets import Scope, reserve, settle_budgets
 from proxy_plugin.gate.clients import ANONYMOUS, Client, Keyring
 from proxy_plugin.gate.estimate import output_tokens, prompt_tokens
-from proxy_plugin.gate.limits import Held, RateLimiter
+from proxy_plugin.gate.limits import Held, Limits, RateLimiter
 from proxy_plugin.gate.prices import PriceBook
 from proxy_plugin.gate.spend import Part, record
 from proxy_plugin.state.base import StateStore
@@ -59,38 +59,54 @@ class Controls:
         own = self.key_budgets.get(client.id) if client.key is not None else None
         return (own or []) + self.global_budget
 
-    def admit(self, client: Client, body: dict[str, Any], calls: int = 1) -> Hold:
-        """Check the model, the limits and the budgets, then reserve them all; raise the refusal.
+    def ask(self, client: Client, body: dict[str, Any], calls: int = 1) -> Ask:
+        """Check the model (the 403) and work out what a request of ``client`` must fit and reserve.
 
         ``calls``: the upstream calls the request's approaches may make (a composed ``bon``
         or ``moa``): each is reserved at this request's worst case.
         """
         model = body.get("model")
-        self.keyring.check_model(client, model if isinstance(model, str) else "")
+        model = model if isinstance(model, str) else ""
+        self.keyring.check_model(client, model)
         key = client.key
-        limits = key if key is not None else self.anonymous
         limited = key is not None or self.anonymous_limited
+        caller = (f"key:{client.id}" if key is not None else f"ip:{client.ip}") if limited else None
         calls = max(1, calls)
         prompt = prompt_tokens(body) * calls
         output = output_tokens(body, self.reserve_tokens) * calls
-        now = self.clock.monotonic()
-        window = self.limiter.window(f"key:{client.id}" if key is not None else f"ip:{client.ip}") if limited else None
-        headers = self.limiter.check(window, limits, prompt + output, now) if window is not None else {}
         scopes = self.scopes(client)
         worst = 0.0
-        held: list[tuple[str, float]] = []
         if scopes:
-            price_in, price_out = self.prices.worst(model if isinstance(model, str) else "")
+            price_in, price_out = self.prices.worst(model)
             worst = prompt * price_in + output * price_out
-            held = reserve(self.store, scopes, worst, self.clock.wall())
-        taken = self.limiter.take(window, limits, prompt + output, now) if window is not None else None
-        return Hold(self, client, taken, held, headers, prompt + output, worst)
+        return Ask(key if key is not None else self.anonymous, caller, prompt + output, scopes, worst)
+
+    def admit(self, client: Client, body: dict[str, Any], calls: int = 1) -> Hold:
+        """Check the model, the limits and the budgets, then reserve them all; raise the refusal."""
+        ask = self.ask(client, body, calls)
+        now = self.clock.monotonic()
+        window = self.limiter.window(ask.caller) if ask.caller is not None else None
+        headers = self.limiter.check(window, ask.limits, ask.estimate, now) if window is not None else {}
+        held = reserve(self.store, ask.scopes, ask.worst, self.clock.wall()) if ask.scopes else []
+        taken = self.limiter.take(window, ask.limits, ask.estimate, now) if window is not None else None
+        return Hold(self, client, taken, held, headers, ask.estimate, ask.worst)
+
+
+class Ask(NamedTuple):
+    """What one request must fit: its caller's limits and window (None: not limited), tokens, budgets, worst cost."""
+
+    limits: Limits
+    caller: str | None
+    estimate: int
+    scopes: list[Scope]
+    worst: float
 
 
 class Hold:
     """What one admitted request reserved (a place in flight, tokens, budget) and the usage it reported."""
 
-    __slots__ = ("budget", "client", "controls", "estimate", "limits", "parts", "rate_headers", "settled", "worst")
+    __slots__ = ("budget", "client", "controls", "estimate", "limits", "parts", "rate_headers", "settled", "shared",
+                 "worst")
 
     def __init__(self, controls: Controls, client: Client, limits: Held | None, budget: list[tuple[str, float]],
                  rate_headers: dict[str, str], estimate: int, worst: float) -> None:
@@ -103,6 +119,7 @@ class Hold:
         self.worst = worst
         self.parts: list[Part] = []
         self.settled = False
+        self.shared: Any = None  # a hold made in Redis (gate/shared.py): settled there, in one queued script
 
     def record(self, provider: str, model: str, prompt: int, completion: int) -> float:
         """One upstream answer's usage; returns its cost."""
@@ -131,6 +148,9 @@ class Hold:
                 usd = self.worst if provider is not None and self.controls.prices.priced(provider) else 0.0
             record(self.controls.store, self.client.id if self.client.key is not None else ANONYMOUS,
                          self.parts)
+        if self.shared is not None:
+            self.shared.settle(tokens, usd)
+            return usd
         if self.limits is not None:
             self.limits.settle(tokens)
         if self.budget:

@@ -3,7 +3,7 @@
 One small interface (:class:`~proxy_plugin.state.base.StateStore`), several backends:
 ``memory`` (one process, lost at exit) and ``sqlite`` (the embedded default for what must
 survive a restart; written off the event loop, batched). A Redis backend for several
-replicas implements the same interface. :func:`open_store` builds the configured one.
+replicas (``redis.py``) implements the same interface, its writes batched. :func:`open_store` builds the configured one.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ def make_store(config: StateConfig, environ: Mapping[str, str]) -> StateStore:
     """The store ``config`` names (not yet opened: ``await store.open()``)."""
     if config.backend == "memory":
         return MemoryStore()
+    if config.backend == "redis":
+        from proxy_plugin.state.redis import RedisStore  # imported only when configured
+
+        return RedisStore(config)
     return SQLiteStore(expand_path(config.path, environ))
 
 

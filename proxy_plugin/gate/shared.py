@@ -1,0 +1,223 @@
+"""Rate limits and budgets shared by replicas: check-and-reserve in ONE Redis round trip, settle in a batch.
+
+With ``state.backend: redis`` the gate admits a request with :func:`admit`: one Lua script
+(:data:`ADMIT`, loaded once with ``register_script``) prunes the caller's sliding window,
+checks rpm, tpm and requests in flight, checks every budget (spent plus reserved plus the
+worst case within the limit), and reserves all of it, or refuses and reserves nothing.
+The script runs atomically in Redis, on Redis's clock (``TIME``), so N replicas see one
+window and one budget: rpm 30 across three replicas is 30.
+
+Keys (under ``state.redis_prefix``): ``rl:req:<caller>`` (sorted set: request ids by
+time), ``rl:tok:<caller>`` / ``rl:toka:<caller>`` (token reservations by time / amount),
+``rl:fly:<caller>`` (hash: request id -> deadline: requests in flight),
+``res:<counter>`` (hash: request id -> "amount deadline": budget reservations), and the
+``counters`` hash (spend and budget periods, see ``state/redis.py``). Everything a
+request holds has a deadline (:data:`HOLD_TTL`), so a replica that dies mid-request
+frees its places and reservations when the deadline passes.
+
+Settling (:meth:`SharedHold.settle`) queues the :data:`SETTLE` script on the store's
+batch: the answer never waits for it.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from proxy_plugin.gate.budgets import budget_refusal, claims_of
+from proxy_plugin.gate.clients import Client
+from proxy_plugin.gate.controls import Controls, Hold
+from proxy_plugin.gate.limits import WINDOW, _duration, _refusal
+from proxy_plugin.state.redis import RedisStore
+
+#: seconds a request's place in flight and its reservations last if its replica never settles them
+HOLD_TTL = 900
+
+# KEYS: counters, req, tok, toka, fly, res_1..res_n
+# ARGV: id, limited(0|1), rpm, tpm, parallel (-1: none), estimate, window, ttl, n, then name_i, amount_i, limit_i
+ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local id, limited = ARGV[1], ARGV[2] == '1'
+local rpm, tpm, par = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local est, win, ttl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local n = tonumber(ARGV[9])
+local nreq, tsum, oldreq, oldtok = 0, 0, -1, -1
+if limited then
+  local cutoff = now - win
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+  nreq = redis.call('ZCARD', KEYS[2])
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if #first > 0 then oldreq = tonumber(first[2]) end
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', cutoff)
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', cutoff)
+    redis.call('HDEL', KEYS[4], unpack(gone))
+  end
+  local toks = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+  local amounts = {}
+  for i = 1, #toks, 2 do
+    local a = tonumber(redis.call('HGET', KEYS[4], toks[i]) or '0')
+    amounts[#amounts + 1] = {tonumber(toks[i + 1]), a}
+    tsum = tsum + a
+  end
+  if #amounts > 0 then oldtok = amounts[1][1] end
+  if rpm >= 0 and nreq >= rpm then
+    return {1, tostring(oldreq + win - now), nreq, tostring(tsum), tostring(oldreq - now), tostring(oldtok - now)}
+  end
+  if tpm >= 0 and tsum + est > tpm then
+    local over, wait = tsum + est - tpm, win
+    for _, e in ipairs(amounts) do
+      over = over - e[2]
+      if over <= 0 then wait = e[1] + win - now; break end
+    end
+    if est > tpm then wait = -1 end
+    return {2, tostring(wait), nreq, tostring(tsum), tostring(oldreq - now), tostring(oldtok - now)}
+  end
+  if par >= 0 then
+    local fly = redis.call('HGETALL', KEYS[5])
+    local live = 0
+    for i = 1, #fly, 2 do
+      if tonumber(fly[i + 1]) <= now then redis.call('HDEL', KEYS[5], fly[i]) else live = live + 1 end
+    end
+    if live >= par then
+      return {3, '1', nreq, tostring(tsum), tostring(oldreq - now), tostring(oldtok - now)}
+    end
+  end
+end
+for i = 1, n do
+  local name, amount, limit = ARGV[7 + 3 * i], tonumber(ARGV[8 + 3 * i]), tonumber(ARGV[9 + 3 * i])
+  local spent = tonumber(redis.call('HGET', KEYS[1], name) or '0')
+  local held = 0
+  local res = redis.call('HGETALL', KEYS[5 + i])
+  for j = 1, #res, 2 do
+    local a, d = string.match(res[j + 1], '(%S+) (%S+)')
+    if tonumber(d) <= now then redis.call('HDEL', KEYS[5 + i], res[j]) else held = held + tonumber(a) end
+  end
+  if spent + held + amount > limit then
+    return {4 + i - 1, tostring(spent), tostring(held)}
+  end
+end
+for i = 1, n do
+  redis.call('HSET', KEYS[5 + i], id, ARGV[8 + 3 * i] .. ' ' .. tostring(now + ttl))
+  redis.call('EXPIRE', KEYS[5 + i], ttl)
+end
+if limited then
+  redis.call('ZADD', KEYS[2], now, id)
+  redis.call('EXPIRE', KEYS[2], math.ceil(win) + 1)
+  if tpm >= 0 then
+    redis.call('ZADD', KEYS[3], now, id)
+    redis.call('HSET', KEYS[4], id, est)
+    redis.call('EXPIRE', KEYS[3], math.ceil(win) + 1)
+    redis.call('EXPIRE', KEYS[4], math.ceil(win) + 1)
+  end
+  redis.call('HSET', KEYS[5], id, now + ttl)
+  redis.call('EXPIRE', KEYS[5], ttl)
+end
+return {0, '0', nreq, tostring(tsum), tostring(oldreq - now), tostring(oldtok - now)}
+"""
+
+# KEYS: counters, toka, fly, res_1..res_n; ARGV: id, tokens (-1: no tpm), usd, n, name_1..name_n
+SETTLE = """
+local id = ARGV[1]
+redis.call('HDEL', KEYS[3], id)
+if ARGV[2] ~= '-1' and redis.call('HEXISTS', KEYS[2], id) == 1 then redis.call('HSET', KEYS[2], id, ARGV[2]) end
+local usd = tonumber(ARGV[3])
+for i = 1, tonumber(ARGV[4]) do
+  redis.call('HDEL', KEYS[3 + i], id)
+  if usd ~= 0 then redis.call('HINCRBYFLOAT', KEYS[1], ARGV[4 + i], ARGV[3]) end
+end
+return 0
+"""
+
+
+class Scripts:
+    """The two scripts, registered once per store."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.admit = store.register_script(ADMIT)
+        self.settle = store.register_script(SETTLE)
+
+
+class SharedHold:
+    """What a request reserved in Redis: settled by one queued :data:`SETTLE`."""
+
+    __slots__ = ("budget_names", "caller", "id", "scripts", "tpm")
+
+    def __init__(self, scripts: Scripts, rid: str, caller: str | None, tpm: bool, budget_names: list[str]) -> None:
+        self.scripts, self.id, self.caller, self.tpm, self.budget_names = scripts, rid, caller, tpm, budget_names
+
+    def settle(self, tokens: float, usd: float) -> None:
+        """The request ended having used ``tokens`` and cost ``usd``: queue the settle (never awaited)."""
+        store = self.scripts.store
+        caller = self.caller or "-"
+        keys = [store.counters_key, store.key("rl", "toka", caller), store.key("rl", "fly", caller),
+                *(store.key("res", name) for name in self.budget_names)]
+        args = [self.id, tokens if self.tpm else -1, usd, len(self.budget_names), *self.budget_names]
+        store.queue(self.scripts.settle, keys, args)
+
+
+def _headers(limits: Any, nreq: int, tsum: float, estimate: float, oldreq: float, oldtok: float,
+             taking: bool) -> dict[str, str]:
+    """The ``x-ratelimit-*`` headers from the script's view of the window (as ``limits.headers_of`` does)."""
+    headers: dict[str, str] = {}
+    if limits.rpm is not None:
+        used = nreq + (1 if taking else 0)
+        headers["x-ratelimit-limit-requests"] = str(limits.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - used))
+        headers["x-ratelimit-reset-requests"] = _duration(oldreq + WINDOW if oldreq > -WINDOW and nreq
+                                                          else WINDOW if taking else 0.0)
+    if limits.tpm is not None:
+        used_tokens = tsum + (estimate if taking else 0.0)
+        headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, math.floor(limits.tpm - used_tokens)))
+        headers["x-ratelimit-reset-tokens"] = _duration(oldtok + WINDOW if oldtok > -WINDOW and tsum
+                                                        else WINDOW if taking else 0.0)
+    return headers
+
+
+async def admit(controls: Controls, scripts: Scripts, client: Client, body: dict[str, Any], calls: int = 1) -> Hold:
+    """Check and reserve limits and budgets in one round trip; raise the refusal (``RedisDown``: apply the policy).
+
+    ``calls``: as for :meth:`Controls.ask` (a composed request reserves for each call it may make).
+    """
+    ask = controls.ask(client, body, calls)
+    store = scripts.store
+    wall = controls.clock.wall()
+    budgets = claims_of(ask.scopes, wall) if ask.scopes else []
+    limits = ask.limits
+    caller = ask.caller or "-"
+    rid = uuid.uuid4().hex
+    keys = [store.counters_key, store.key("rl", "req", caller), store.key("rl", "tok", caller),
+            store.key("rl", "toka", caller), store.key("rl", "fly", caller),
+            *(store.key("res", name) for name, _, _ in budgets)]
+    args: list[Any] = [rid, 1 if ask.caller is not None else 0,
+                       *(-1 if v is None else v for v in (limits.rpm, limits.tpm, limits.max_parallel)),
+                       ask.estimate, WINDOW, HOLD_TTL, len(budgets)]
+    for name, limit, _ in budgets:
+        args += [name, repr(ask.worst), repr(limit)]
+    reply = await store.call(lambda: scripts.admit(keys=keys, args=args))
+    code = int(reply[0])
+    if code >= 4:
+        i = code - 4
+        raise budget_refusal(ask.scopes[i], budgets[i][2], float(reply[1]), float(reply[2]), ask.worst, wall)
+    wait, nreq, tsum, oldreq, oldtok = float(reply[1]), int(reply[2]), float(reply[3]), float(reply[4]), float(reply[5])
+    if code == 1:
+        raise _refusal(f"{limits.rpm} requests per minute", wait,
+                       _headers(limits, nreq, tsum, 0, oldreq, oldtok, False), "rpm")
+    if code == 2:
+        what = (f"this request may use {ask.estimate} tokens (prompt estimate plus max_tokens), more than the "
+                f"{limits.tpm} tokens per minute allowed; lower max_tokens") if wait < 0 else \
+            f"{limits.tpm} tokens per minute"
+        raise _refusal(what, WINDOW if wait < 0 else wait, _headers(limits, nreq, tsum, 0, oldreq, oldtok, False),
+                       "tpm")
+    if code == 3:
+        raise _refusal(f"{limits.max_parallel} requests in parallel", 1.0,
+                       _headers(limits, nreq, tsum, 0, oldreq, oldtok, False), "parallel")
+    headers = _headers(limits, nreq, tsum, ask.estimate, oldreq, oldtok, True) if ask.caller is not None else {}
+    hold = Hold(controls, client, None, [], headers, ask.estimate, ask.worst)
+    hold.shared = SharedHold(scripts, rid, ask.caller, limits.tpm is not None and ask.caller is not None,
+                             [name for name, _, _ in budgets])
+    return hold
