@@ -109,17 +109,7 @@ async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) 
     """Check, parse, admit and run one request; every failure an OpenAI-shaped error."""
     approaches = app[APPROACHES]
     try:
-        client = served.authenticate(bearer(head.authorization), head.client_ip)
-        if raw:
-            refusal = content_type_refusal(head.content_type)
-            if refusal is not None:
-                raise refusal
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
-        if isinstance(data, dict | list):
-            check_depth(data)
+        client, data = admitted_body(raw, head, served)
         validate_request(data)
         options = app[OPTIONS]
         chain = resolve_chain(data, approaches, options.approach, app[ALLOWED])
@@ -178,6 +168,26 @@ async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) 
         return Streamed(first, iterator, {})
     except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
         return error_reply(exc, {}, served.request_id)
+
+
+def admitted_body(raw: bytes, head: Head, served: Served) -> tuple[Any, Any]:
+    """Who calls (the gate's authentication, first), then the body: JSON, not nested too deep.
+
+    The steps every route of the gate takes before its own validation, in the order the
+    security guarantees promise: authentication, then the content type, then parsing.
+    """
+    client = served.authenticate(bearer(head.authorization), head.client_ip)
+    if raw:
+        refusal = content_type_refusal(head.content_type)
+        if refusal is not None:
+            raise refusal
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if isinstance(data, (dict, list)):
+        check_depth(data)
+    return client, data
 
 
 def _undeclared(approach: Any) -> bool:

@@ -22,19 +22,17 @@ import functools
 import logging
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from hulumanage import api
 from hulumanage.appkeys import ALLOWED, APPROACHES, OPTIONS, PARAMS
 from hulumanage.call import Call
 from hulumanage.chain import bearer, resolve_chain
-from hulumanage.chat import Head, Reply, Streamed, error_reply
+from hulumanage.chat import Head, Reply, Streamed, admitted_body, error_reply
 from hulumanage.errors import ApiError
 from hulumanage.gate import GateRequest, Served
-from hulumanage.guard import content_type_refusal
 from hulumanage.results import completion_body, is_stream
-from hulumanage.validate import FIELD_TYPES, check_depth
+from hulumanage.validate import FIELD_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -89,17 +87,7 @@ async def answer_route(route: str, app: web.Application, raw: bytes, head: Head,
     """Check, parse, admit and run one request of ``route``; every failure an OpenAI-shaped error."""
     approaches = app[APPROACHES]
     try:
-        client = served.authenticate(bearer(head.authorization), head.client_ip)
-        if raw:
-            refusal = content_type_refusal(head.content_type)
-            if refusal is not None:
-                raise refusal
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
-        if isinstance(data, dict | list):
-            check_depth(data)
+        client, data = admitted_body(raw, head, served)
         validate_route_request(route, data)
         options = app[OPTIONS]
         chain = resolve_chain(data, approaches, options.approach, app[ALLOWED])
