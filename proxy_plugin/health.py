@@ -40,6 +40,9 @@ async def check(pool: Pool, provider: Provider) -> bool:
                 error_class = "provider_config" if resp.status in (401, 403, 404) else "transient"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         ok, detail, error_class = False, f"health check: {describe_exception(exc)}", "transient"
+    except ValueError:  # aiohttp refused to build the request (credentials in base_url and an api_key): the config's
+        ok, detail, error_class = False, ("health check: the request could not be built from this provider's "
+                                          "base_url and headers (credentials in the URL and an api_key?)"), "provider_config"
     state = provider.state
     state.last_check = time.monotonic() - started
     if ok:

@@ -228,3 +228,22 @@ async def test_an_auth_failure_holds_the_circuit_until_a_health_check_passes(fak
 
 async def _checked(provider, n: int) -> bool:
     return sum(s.path == "/v1/models" for s in provider.requests) >= n
+
+
+async def test_a_provider_whose_check_cannot_be_built_is_a_config_error_and_the_others_are_still_checked(
+    fakes, proxy, http
+) -> None:
+    (a,) = await fakes("a")
+    (b,) = await fakes("b")
+    with_credentials = a.base_url.replace("http://", "http://user:pass@")  # and an api_key: aiohttp refuses both
+    host = await proxy([entry(a, base_url=with_credentials, api_key="sk-also-a-key"), entry(b)], routing=CHECKED)
+
+    async def checked() -> bool:
+        providers = (await health(http, host))["proxy"]["providers"]
+        return providers["a"]["last_error_class"] == "provider_config"
+
+    await until(checked)
+    providers = (await health(http, host))["proxy"]["providers"]
+    assert "could not be built" in providers["a"]["last_error"] and "pass" not in providers["a"]["last_error"]
+    assert providers["b"]["healthy"] is True
+    assert any(s.path == "/v1/models" for s in b.requests)  # the round went on for the others
