@@ -139,26 +139,10 @@ async def handle(provider: FakeProvider, route: str, request: web.Request) -> we
     gate = provider._gate
     gate.enter(request)
     try:
-        raw = await request.read()
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        if provider.is_down:
-            await provider._record(request, arrival, body, "down")
-            return provider._unavailable()
-        if not provider._authorized(request):
-            await provider._record(request, arrival, body, "unauthorized")
-            return provider._unauthorized()
-        problem = _problem(route, body)
-        if problem is not None:
-            await provider._record(request, arrival, body, "bad_request")
-            return provider._error(400, problem, "invalid_request_error")
-        b = provider._next_behaviour()
-        await provider._record(request, arrival, body, b.name)
-        if b.name == "down":
-            provider.down_for(b.seconds or 0.0)
-            return provider._unavailable()
+        body, b, early = await provider._admitted(request, arrival, lambda body: _problem(route, body))
+        if early is not None:
+            return early
+        assert b is not None
         return await _play(provider, route, request, body, b)
     finally:
         gate.leave(request)

@@ -276,30 +276,44 @@ class FakeProvider:
         arrival = time.monotonic()
         self._gate.enter(request)
         try:
-            raw = await request.read()
-            try:
-                body: Any = json.loads(raw) if raw else None
-            except ValueError:
-                body = None
-            if self.is_down:
-                await self._record(request, arrival, body, "down")
-                return self._unavailable()
-            if not self._authorized(request):
-                await self._record(request, arrival, body, "unauthorized")
-                return self._unauthorized()
-            problem = check_request(body)
-            if problem is not None:
-                await self._record(request, arrival, body, "bad_request")
-                return self._error(400, problem, "invalid_request_error")
-            behaviour = self._next_behaviour()
-            await self._record(request, arrival, body, behaviour.name)
-            if behaviour.name == "down":
-                self.down_for(behaviour.seconds or 0.0)
-                return self._unavailable()
+            body, behaviour, early = await self._admitted(request, arrival, check_request)
+            if early is not None:
+                return early
+            assert behaviour is not None
             answer = self._answer(body, behaviour)
             return await respond(request, body, behaviour, answer, self._gate, self._headers())
         finally:
             self._gate.leave(request)
+
+    async def _admitted(
+        self, request: web.Request, arrival: float, check: Callable[[Any], str | None],
+    ) -> tuple[Any, Behaviour | None, web.StreamResponse | None]:
+        """Read, check and record one request: ``(body, the behaviour to play, None)``, or an early answer.
+
+        The early answers, in order: down, unauthorized, a bad request (``check`` names the
+        problem), or a scripted ``down`` behaviour. Every request is recorded once.
+        """
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        if self.is_down:
+            await self._record(request, arrival, body, "down")
+            return body, None, self._unavailable()
+        if not self._authorized(request):
+            await self._record(request, arrival, body, "unauthorized")
+            return body, None, self._unauthorized()
+        problem = check(body)
+        if problem is not None:
+            await self._record(request, arrival, body, "bad_request")
+            return body, None, self._error(400, problem, "invalid_request_error")
+        behaviour = self._next_behaviour()
+        await self._record(request, arrival, body, behaviour.name)
+        if behaviour.name == "down":
+            self.down_for(behaviour.seconds or 0.0)
+            return body, None, self._unavailable()
+        return body, behaviour, None
 
     def _next_behaviour(self) -> Behaviour:
         """The script's next behaviour, else a profile draw, else the default."""
