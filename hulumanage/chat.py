@@ -156,18 +156,22 @@ async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) 
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("request model=%s approach=%s stream=%s", data.get("model"), "&".join(chain), stream)
         answer = served.cached()
-        result = answer if answer is not None else await approaches[chain[0]].run(call)
-        if not is_stream(result):
-            return completion_body(result)
-        iterator = aiter(result)
-        try:
-            first = await anext(iterator)
-        except StopAsyncIteration:
-            raise ApiError(502, "the approach produced an empty stream", "server_error", "empty_stream") from None
-        served.first_chunk(first)
-        return Streamed(first, iterator, {})
+        return await reply_of(answer if answer is not None else await approaches[chain[0]].run(call), served)
     except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
         return error_reply(exc, {}, served.request_id)
+
+
+async def reply_of(result: Any, served: Served) -> Reply:
+    """An approach's result as a reply: a JSON answer, or a stream with its first chunk in hand."""
+    if not is_stream(result):
+        return completion_body(result)
+    iterator = aiter(result)
+    try:
+        first = await anext(iterator)
+    except StopAsyncIteration:
+        raise ApiError(502, "the approach produced an empty stream", "server_error", "empty_stream") from None
+    served.first_chunk(first)
+    return Streamed(first, iterator, {})
 
 
 def admitted_body(raw: bytes, head: Head, served: Served) -> tuple[Any, Any]:

@@ -28,10 +28,9 @@ from hulumanage import api
 from hulumanage.appkeys import ALLOWED, APPROACHES, OPTIONS, PARAMS
 from hulumanage.call import Call
 from hulumanage.chain import bearer, resolve_chain
-from hulumanage.chat import Head, Reply, Streamed, admitted_body, error_reply
+from hulumanage.chat import Head, Reply, admitted_body, error_reply, reply_of
 from hulumanage.errors import ApiError
 from hulumanage.gate import GateRequest, Served
-from hulumanage.results import completion_body, is_stream
 from hulumanage.validate import FIELD_TYPES
 
 logger = logging.getLogger(__name__)
@@ -112,15 +111,6 @@ async def answer_route(route: str, app: web.Application, raw: bytes, head: Head,
         if ticket is not None:  # the upstream call reports its usage to it
             call = call.replace(ticket=ticket)
         answer = served.cached()
-        result = answer if answer is not None else await serve(call)
-        if not is_stream(result):
-            return completion_body(result)
-        iterator = aiter(result)
-        try:
-            first = await anext(iterator)
-        except StopAsyncIteration:
-            raise ApiError(502, "the approach produced an empty stream", "server_error", "empty_stream") from None
-        served.first_chunk(first)
-        return Streamed(first, iterator, {})
+        return await reply_of(answer if answer is not None else await serve(call), served)
     except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
         return error_reply(exc, {}, served.request_id)
