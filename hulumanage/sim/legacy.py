@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from hulumanage.sim import payload
-from hulumanage.sim.respond import drop, error_response
+from hulumanage.sim.respond import drop, error_response, write_events
 
 if TYPE_CHECKING:
     from hulumanage.sim.behaviour import Behaviour
@@ -173,18 +173,4 @@ async def _play(provider: FakeProvider, route: str, request: web.Request, body: 
     stop_at = min(b.chunks, len(events)) if b.name == "cut" else -1
     if b.name != "no_done":
         events.append(payload.DONE)
-    resp = web.StreamResponse(headers=headers)
-    resp.headers["Cache-Control"] = "no-cache"
-    resp.content_type = "text/event-stream"
-    try:
-        await resp.prepare(request)
-        for i, event in enumerate(events):
-            if i == stop_at:
-                return drop(request)
-            if i and b.chunk_gap and not await gate.pause(b.chunk_gap):
-                return drop(request)
-            await resp.write(event)
-        await resp.write_eof()
-    except ConnectionError:
-        pass  # the client went away mid-stream
-    return resp
+    return await write_events(request, events, stop_at, b, gate, headers)

@@ -184,6 +184,18 @@ async def _stream(
 ) -> web.StreamResponse:
     """Send ``answer`` as SSE, applying the streaming faults of ``b``."""
     events, stop_at = _events(answer, b, usage)
+    return await write_events(request, events, stop_at, b, gate, headers)
+
+
+async def write_events(
+    request: web.BaseRequest,
+    events: list[bytes],
+    stop_at: int,
+    b: Behaviour,
+    gate: Gate,
+    headers: Iterable[tuple[str, str]] | Mapping[str, str],
+) -> web.StreamResponse:
+    """Send SSE ``events``, applying the streaming faults of ``b`` (cut or stall at ``stop_at``, gaps)."""
     resp = web.StreamResponse(headers=headers)
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"
