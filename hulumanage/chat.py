@@ -126,37 +126,40 @@ async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) 
             base = "none"
         fanout = Fanout(limit)
         stream = data.get("stream") is True
-        call = Call(
-            request=data,
-            extra=extra,
-            stream=stream,
-            client=layer_client(
-                chain[1:], approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=chain,
-                fanout=fanout,
-            ),
-            app=app,
-            approaches=approaches,
-            api_key=api_key,
-            chain=chain,
-            allowed=app[ALLOWED],
-            fanout=fanout,
-        )
-        worst, how = declared_fanout(chain, approaches, call)
+        allowed = app[ALLOWED]
+        # the layers declare their fan-out from the request alone: the call's client comes after admission
+        declared = Call(request=data, extra=extra, stream=stream, client=None, app=app, approaches=approaches,
+                        api_key=api_key, chain=chain, allowed=allowed, fanout=fanout)
+        worst, how = declared_fanout(chain, approaches, declared)
         if worst > limit:
             raise fanout_error(limit, f"this request could make {worst} upstream calls ({how})")
         # what the gate reserves for (budgets, tokens): the declared calls, or the cap when a layer declares none
         calls = limit if any(_undeclared(approaches[slug]) for slug in chain) else worst
         ticket = await served.admit(client, GateRequest(data, chain, stream, head.client_ip, served.request_id,
                                                         head.cache_control or "", extra, calls))
-        if ticket is not None:  # every upstream call of this request reports to it, composed layers too
-            call = call.replace(ticket=ticket, client=layer_client(
-                chain[1:], approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=chain,
-                fanout=fanout, ticket=ticket,
-            ))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("request model=%s approach=%s stream=%s", data.get("model"), "&".join(chain), stream)
         answer = served.cached()
-        return await reply_of(answer if answer is not None else await approaches[chain[0]].run(call), served)
+        if answer is not None:  # the gate's own answer (a cache hit): no approach runs
+            return await reply_of(answer, served)
+        # every upstream call of this request reports to the ticket, composed layers too
+        call = Call(
+            request=data,
+            extra=extra,
+            stream=stream,
+            client=layer_client(
+                chain[1:], approaches=approaches, base=base, app=app, extra=extra, api_key=api_key, full_chain=chain,
+                fanout=fanout, ticket=ticket,
+            ),
+            app=app,
+            approaches=approaches,
+            api_key=api_key,
+            chain=chain,
+            allowed=allowed,
+            fanout=fanout,
+            ticket=ticket,
+        )
+        return await reply_of(await approaches[chain[0]].run(call), served)
     except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error
         return error_reply(exc, {}, served.request_id)
 

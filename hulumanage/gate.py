@@ -36,6 +36,7 @@ the level, and no longer to stderr (:func:`access_log_to`).
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import re
 import secrets
@@ -51,6 +52,9 @@ from hulumanage.results import sse_event
 access_log = logging.getLogger("hulumanage.access")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: new request ids: 12 random hex digits per process, then a count (24 hex digits, unique, no syscall a request)
+_ID_PREFIX = secrets.token_hex(6)
+_ID_COUNT = itertools.count(int.from_bytes(secrets.token_bytes(4)))
 
 
 def access_log_to(target: str) -> Callable[[Any], AsyncIterator[None]]:
@@ -81,7 +85,7 @@ def request_id(given: str | None) -> str:
     """The client's ``x-request-id`` when it is 1-128 of ``A-Za-z0-9._:-``, else a new one."""
     if given is not None and _REQUEST_ID.fullmatch(given):
         return given
-    return secrets.token_hex(12)
+    return f"{_ID_PREFIX}{next(_ID_COUNT) & 0xFFFFFFFFFFFF:012x}"
 
 
 class GateRequest:

@@ -75,9 +75,17 @@ def iso(moment: dt.datetime | None) -> str | None:
     return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_COUNTERS: dict[tuple[str, str], str] = {}
+
+
 def counter(scope: str, period_id: str) -> str:
-    """The store counter of one budget period."""
-    return f"{PREFIX}{scope}{SEP}{period_id}"
+    """The store counter of one budget period (made once per scope and period, then looked up)."""
+    name = _COUNTERS.get((scope, period_id))
+    if name is None:
+        if len(_COUNTERS) >= 4096:  # scopes come from the config; periods turn: never many
+            _COUNTERS.clear()
+        name = _COUNTERS[(scope, period_id)] = f"{PREFIX}{scope}{SEP}{period_id}"
+    return name
 
 
 def _usd(value: float) -> str:

@@ -39,6 +39,9 @@ class Controls:
                                                              self.anonymous.max_parallel))
         self.global_budget: list[Scope] = [("global", config.budget)] if config.budget.usd is not None else []
         self.key_budgets = {k.id: [("key:" + k.id, k.budget)] for k in config.clients.keys if k.budget.usd is not None}
+        # per key id: its rate-limit caller and the budgets its requests count against (made once)
+        self._callers = {k.id: "key:" + k.id for k in config.clients.keys}
+        self._key_scopes = {k.id: self.key_budgets.get(k.id, []) + self.global_budget for k in config.clients.keys}
         self.reserve_tokens = config.budget_reserve_tokens
         self.active = (self.keyring.required or self.anonymous_limited or bool(self.global_budget)
                        or bool(self.key_budgets) or self.prices.any)
@@ -56,8 +59,11 @@ class Controls:
 
     def scopes(self, client: Client) -> list[Scope]:
         """The budgets a request of ``client`` counts against: its key's, then the global one."""
-        own = self.key_budgets.get(client.id) if client.key is not None else None
-        return (own or []) + self.global_budget
+        if client.key is not None:
+            scopes = self._key_scopes.get(client.id)
+            if scopes is not None:
+                return scopes
+        return self.global_budget
 
     def ask(self, client: Client, body: dict[str, Any], calls: int = 1) -> Ask:
         """Check the model (the 403) and work out what a request of ``client`` must fit and reserve.
@@ -70,7 +76,8 @@ class Controls:
         self.keyring.check_model(client, model)
         key = client.key
         limited = key is not None or self.anonymous_limited
-        caller = (f"key:{client.id}" if key is not None else f"ip:{client.ip}") if limited else None
+        caller = (self._callers.get(client.id) or "key:" + client.id if key is not None else "ip:" + client.ip) \
+            if limited else None
         calls = max(1, calls)
         prompt = prompt_tokens(body) * calls
         output = output_tokens(body, self.reserve_tokens) * calls

@@ -23,23 +23,34 @@ KINDS = ("keys", "providers", "models")
 Part = tuple[str, str, int, int, float]
 
 
-def _add(store: StateStore, kind: str, name: str, requests: int, prompt: int, completion: int, usd: float) -> None:
-    base = f"{PREFIX}{kind}{SEP}{name}{SEP}"
-    store.add(base + "requests", requests)
-    store.add(base + "prompt_tokens", prompt)
-    store.add(base + "completion_tokens", completion)
-    store.add(base + "usd", usd)
+_NAMES: dict[tuple[str, str], tuple[str, str, str, str]] = {}
+_NAMES_KEPT = 4096  # (kind, name) pairs whose counter names are kept made (model names come from clients)
+
+
+def _names(kind: str, name: str) -> tuple[str, str, str, str]:
+    """The four counter names of ``name`` under ``kind`` (made once, then looked up)."""
+    names = _NAMES.get((kind, name))
+    if names is None:
+        if len(_NAMES) >= _NAMES_KEPT:
+            _NAMES.clear()
+        base = f"{PREFIX}{kind}{SEP}{name}{SEP}"
+        names = _NAMES[(kind, name)] = (base + "requests", base + "prompt_tokens", base + "completion_tokens",
+                                        base + "usd")
+    return names
 
 
 def record(store: StateStore, client: str, parts: Iterable[Part]) -> None:
     """One answered request of ``client`` and the upstream answers it took."""
     prompt_sum = completion_sum = 0
     usd_sum = 0.0
+    amounts: list[tuple[str, float]] = []
     for provider, model, prompt, completion, usd in parts:
-        _add(store, "providers", provider, 1, prompt, completion, usd)
-        _add(store, "models", model, 1, prompt, completion, usd)
+        for names in (_names("providers", provider), _names("models", model)):
+            amounts += ((names[0], 1), (names[1], prompt), (names[2], completion), (names[3], usd))
         prompt_sum, completion_sum, usd_sum = prompt_sum + prompt, completion_sum + completion, usd_sum + usd
-    _add(store, "keys", client, 1, prompt_sum, completion_sum, usd_sum)
+    names = _names("keys", client)
+    amounts += ((names[0], 1), (names[1], prompt_sum), (names[2], completion_sum), (names[3], usd_sum))
+    store.add_many(amounts)
 
 
 def snapshot(store: StateStore) -> dict[str, dict[str, dict[str, Any]]]:

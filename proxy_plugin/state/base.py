@@ -10,7 +10,7 @@ Names are plain strings chosen by the caller (``spend.py``, ``budgets.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 #: One claim of :meth:`StateStore.reserve`: (counter name, amount, limit the counter plus reservations must stay within)
@@ -22,6 +22,9 @@ class StateStore(Protocol):
 
     def add(self, name: str, amount: float) -> None:
         """Add ``amount`` to counter ``name`` (a new counter starts at 0)."""
+
+    def add_many(self, amounts: Iterable[tuple[str, float]]) -> None:
+        """:meth:`add` for each ``(name, amount)`` (one call for the dozen counters a request moves)."""
 
     def get(self, name: str) -> float:
         """Counter ``name`` (0 if it never moved)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from proxy_plugin.state.base import Claim
 
@@ -18,6 +18,13 @@ class MemoryStore:
         """Add ``amount`` to counter ``name``."""
         if amount:
             self._counters[name] = self._counters.get(name, 0.0) + amount
+
+    def add_many(self, amounts: Iterable[tuple[str, float]]) -> None:
+        """:meth:`add` for each ``(name, amount)``."""
+        counters = self._counters
+        for name, amount in amounts:
+            if amount:
+                counters[name] = counters.get(name, 0.0) + amount
 
     def get(self, name: str) -> float:
         """Counter ``name`` (0 if it never moved)."""
@@ -58,3 +65,29 @@ class MemoryStore:
 
     async def close(self) -> None:
         """Nothing to stop."""
+
+
+class BatchedStore(MemoryStore):
+    """A :class:`MemoryStore` that also keeps the counter changes not yet written to a durable backend.
+
+    The SQLite and Redis stores: reads and reservations are served from memory; what
+    :meth:`add` changes waits in ``_pending`` until their background task writes it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: dict[str, float] = {}  # counter deltas not yet written
+
+    def add(self, name: str, amount: float) -> None:
+        """Add to the counter now; the backend gets it with the next batch."""
+        if amount:
+            self._counters[name] = self._counters.get(name, 0.0) + amount
+            self._pending[name] = self._pending.get(name, 0.0) + amount
+
+    def add_many(self, amounts: Iterable[tuple[str, float]]) -> None:
+        """:meth:`add` for each ``(name, amount)``."""
+        counters, pending = self._counters, self._pending
+        for name, amount in amounts:
+            if amount:
+                counters[name] = counters.get(name, 0.0) + amount
+                pending[name] = pending.get(name, 0.0) + amount

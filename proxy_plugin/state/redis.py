@@ -34,7 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from proxy_plugin.config.schema import StateConfig
-from proxy_plugin.state.memory import MemoryStore
+from proxy_plugin.state.memory import BatchedStore
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class RedisDown(Exception):
 Poller = Callable[[], Awaitable[None]]
 
 
-class RedisStore(MemoryStore):
+class RedisStore(BatchedStore):
     """A :class:`MemoryStore` mirroring counters kept in Redis, plus the bounded client the other shared parts use."""
 
     def __init__(self, config: StateConfig) -> None:
@@ -68,7 +68,6 @@ class RedisStore(MemoryStore):
         self.client = Redis(connection_pool=pool)
         self.up = False
         self.counters_key = self.prefix + "counters"
-        self._pending: dict[str, float] = {}                 # counter deltas not yet in Redis
         self._ops: list[tuple[Any, list[str], list[Any]]] = []  # (script, keys, args) not yet run
         self._pollers: list[Poller] = []
         self._scripts: list[Any] = []
@@ -123,12 +122,6 @@ class RedisStore(MemoryStore):
         self._pollers.append(poller)
 
     # -- StateStore ---------------------------------------------------------------------------
-
-    def add(self, name: str, amount: float) -> None:
-        """Add to the mirror now; Redis gets it with the next batch."""
-        if amount:
-            super().add(name, amount)
-            self._pending[name] = self._pending.get(name, 0.0) + amount
 
     def queue(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Run ``script`` with the next batch (a shared hold's settle: never awaited by a request)."""

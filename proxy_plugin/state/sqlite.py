@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from proxy_plugin.state.memory import MemoryStore
+from proxy_plugin.state.memory import BatchedStore
 
 logger = logging.getLogger(__name__)
 
@@ -30,24 +30,17 @@ _UPSERT = ("INSERT INTO counters (name, value) VALUES (?, ?) "
            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value")
 
 
-class SQLiteStore(MemoryStore):
-    """A :class:`MemoryStore` whose counters are kept in the SQLite file at ``path``."""
+class SQLiteStore(BatchedStore):
+    """A :class:`~proxy_plugin.state.memory.MemoryStore` whose counters are kept in the SQLite file at ``path``."""
 
     def __init__(self, path: str, interval: float = FLUSH_INTERVAL) -> None:
         super().__init__()
         self.path = path
         self.interval = interval
-        self._pending: dict[str, float] = {}
         self._db: sqlite3.Connection | None = None
         self._write_lock = threading.Lock()  # one writer at a time on the one connection
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-
-    def add(self, name: str, amount: float) -> None:
-        """Add to the counter now; the file gets it with the next batch."""
-        if amount:
-            super().add(name, amount)
-            self._pending[name] = self._pending.get(name, 0.0) + amount
 
     async def open(self) -> None:
         """Open (create) the file, load every counter, start the background writer."""
