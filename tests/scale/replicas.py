@@ -18,7 +18,7 @@ KEY = "sk-scale-key"
 
 def write(path: Path, redis_url: str, providers: Sequence[Mapping[str, Any]], **sections: Any) -> Path:
     """A proxy config whose state is in the Redis at ``redis_url`` (a bounded timeout kind to 2 busy cores)."""
-    state = {"backend": "redis", "redis_url": redis_url, "redis_timeout": 0.25, "redis_prefix": "scale-test:"}
+    state = {"backend": "redis", "redis_url": redis_url, "redis_timeout": 1.0, "redis_prefix": "scale-test:"}
     state.update(sections.pop("state", {}))
     data: dict[str, Any] = {"providers": [dict(p) for p in providers],
                             "routing": {"strategy": "failover", "health_check": {"enabled": False}},
