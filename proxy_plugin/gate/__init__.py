@@ -210,7 +210,7 @@ class RequestGate:
         active = 0
         for window in self.limiter.windows.values():
             window.prune(now)
-            active += bool(window.requests or window.parallel)
+            active += bool(window.buckets or window.parallel)
         rpms = [k.rpm for k in config.clients.keys if k.rpm] + [config.clients.anonymous.rpm or 0]
         return {"active_clients": active, "max_requests_per_window": max(rpms), "window_seconds": WINDOW}
 

@@ -1,12 +1,15 @@
-"""Rate limits per caller: requests and tokens per minute over a sliding window log, and requests in flight.
+"""Rate limits per caller: requests and tokens per minute over a sliding window, and requests in flight.
 
-Sliding window log, not a fixed window and not GCRA: each caller keeps the times of its
-requests (and the token amounts reserved) of the last 60 seconds; a request passes when
-the window holds fewer than ``rpm`` requests and ``tpm`` minus the window's tokens covers
-its estimate. So no 60-second span ever holds more than ``rpm`` requests (a fixed window
-lets 2x through at its boundary), and the check and the reservation are one synchronous
-step: exact under any concurrency on one event loop. Memory is one entry per request
-of the last minute.
+A sliding window log kept in 0.1-second buckets, not a fixed window and not GCRA: each
+caller keeps, for the last 60 seconds, how many requests (and tokens reserved) arrived in
+each tenth of a second. A request passes when the window holds fewer than ``rpm``
+requests and ``tpm`` minus the window's tokens covers its estimate. A bucket leaves the
+window only when its newest request is 60 seconds old, so a request is counted for 60 to
+60.1 seconds: no 60-second span ever holds more than ``rpm`` requests (a fixed window
+lets 2x through at its boundary), and requests further apart than a tenth of a second
+are counted exactly as a log of single requests would. The check and the reservation are
+one synchronous step: exact under any concurrency on one event loop. Memory is at most
+600 buckets per caller, whatever the rate (a plain log keeps an entry per request).
 
 Tokens are reserved at the estimate (:mod:`proxy_plugin.gate.estimate`) and settled to
 the real usage when the request ends (:meth:`Held.settle`); a failed request settles to 0.
@@ -34,49 +37,68 @@ class Limits(Protocol):
     def max_parallel(self) -> int | None: ...
 
 WINDOW = 60.0
+GRAIN = 0.1       # seconds of requests one bucket holds
 _SWEEP_AT = 4096  # callers kept before idle ones are dropped (one per client IP under ``anonymous``)
 
 
-class _Tokens:
-    """Tokens reserved at ``at``; ``live`` until the window drops it."""
+class Bucket:
+    """The requests of one tenth of a second: how many, the tokens they hold, the newest one's time."""
 
-    __slots__ = ("amount", "at", "live")
+    __slots__ = ("first", "last", "live", "requests", "tokens")
 
-    def __init__(self, at: float, amount: float) -> None:
-        self.at, self.amount, self.live = at, amount, True
+    def __init__(self, at: float) -> None:
+        self.first = self.last = at
+        self.requests = 0
+        self.tokens = 0.0
+        self.live = True  # False once the window dropped it
 
 
 class Window:
-    """One caller's last minute: request times, token reservations, requests in flight."""
+    """One caller's last minute: its buckets, their sums, requests in flight."""
 
-    __slots__ = ("parallel", "requests", "token_sum", "tokens")
+    __slots__ = ("buckets", "parallel", "request_count", "token_sum")
 
     def __init__(self) -> None:
-        self.requests: collections.deque[float] = collections.deque()
-        self.tokens: collections.deque[_Tokens] = collections.deque()
+        self.buckets: collections.deque[Bucket] = collections.deque()
+        self.request_count = 0
         self.token_sum = 0.0
         self.parallel = 0
 
     def prune(self, now: float) -> None:
-        """Drop what left the window."""
+        """Drop the buckets whose newest request left the window."""
         cutoff = now - WINDOW
-        requests, tokens = self.requests, self.tokens
-        while requests and requests[0] <= cutoff:
-            requests.popleft()
-        while tokens and tokens[0].at <= cutoff:
-            gone = tokens.popleft()
+        buckets = self.buckets
+        while buckets and buckets[0].last <= cutoff:
+            gone = buckets.popleft()
             gone.live = False
-            self.token_sum -= gone.amount
-        if not tokens:
-            self.token_sum = 0.0  # no drift from float sums
+            self.request_count -= gone.requests
+            self.token_sum -= gone.tokens
+        if not buckets:
+            self.request_count, self.token_sum = 0, 0.0  # no drift from float sums
+
+    def bucket(self, now: float) -> Bucket:
+        """The bucket a request arriving at ``now`` joins."""
+        buckets = self.buckets
+        if buckets:
+            newest = buckets[-1]
+            if now < newest.first + GRAIN:
+                newest.last = max(newest.last, now)
+                return newest
+        newest = Bucket(now)
+        buckets.append(newest)
+        return newest
+
+    def reset(self) -> float:
+        """When the oldest bucket leaves the window (``remaining`` grows then); call after :meth:`prune`."""
+        return self.buckets[0].last + WINDOW if self.buckets else 0.0
 
     def token_wait(self, now: float, need: float, tpm: int) -> float:
         """Seconds until ``need`` more tokens fit under ``tpm``."""
         over = self.token_sum + need - tpm
-        for entry in self.tokens:
-            over -= entry.amount
+        for bucket in self.buckets:
+            over -= bucket.tokens
             if over <= 0:
-                return entry.at + WINDOW - now
+                return bucket.last + WINDOW - now
         return WINDOW
 
 
@@ -99,20 +121,21 @@ def _refusal(what: str, wait: float, headers: dict[str, str], reason: str) -> Pr
 class Held:
     """What one admitted request holds of a caller's limits: a place in flight and its token reservation."""
 
-    __slots__ = ("tokens", "window")
+    __slots__ = ("bucket", "tokens", "window")
 
-    def __init__(self, window: Window, tokens: _Tokens | None) -> None:
-        self.window, self.tokens = window, tokens
+    def __init__(self, window: Window, bucket: Bucket | None, tokens: float) -> None:
+        self.window, self.bucket, self.tokens = window, bucket, tokens
 
     def settle(self, tokens: float) -> None:
         """The request ended having used ``tokens`` (0: failed, or a cache hit): leave the flight, fix the window."""
         self.window.parallel -= 1
-        held = self.tokens
-        if held is not None:
-            if held.live:
-                self.window.token_sum += tokens - held.amount
-            held.amount = tokens
-            self.tokens = None
+        bucket = self.bucket
+        if bucket is not None:
+            if bucket.live:
+                change = tokens - self.tokens
+                bucket.tokens += change
+                self.window.token_sum += change
+            self.bucket = None
 
 
 class RateLimiter:
@@ -131,7 +154,7 @@ class RateLimiter:
         return window
 
     def _sweep(self) -> None:
-        for caller in [c for c, w in self.windows.items() if not w.parallel and not w.requests and not w.tokens]:
+        for caller in [c for c, w in self.windows.items() if not w.parallel and not w.buckets]:
             del self.windows[caller]
 
     @staticmethod
@@ -140,8 +163,8 @@ class RateLimiter:
         window.prune(now)
         headers = headers_of(window, limits, now, 1, estimate)
         rpm, tpm, parallel = limits.rpm, limits.tpm, limits.max_parallel
-        if rpm is not None and len(window.requests) >= rpm:
-            raise _refusal(f"{rpm} requests per minute", window.requests[0] + WINDOW - now,
+        if rpm is not None and window.request_count >= rpm:
+            raise _refusal(f"{rpm} requests per minute", window.reset() - now,
                            headers_of(window, limits, now), "rpm")
         if tpm is not None and window.token_sum + estimate > tpm:
             if estimate > tpm:
@@ -157,14 +180,15 @@ class RateLimiter:
     @staticmethod
     def take(window: Window, limits: Limits, estimate: float, now: float) -> Held:
         """Count the request in (after :meth:`check`, with no ``await`` in between)."""
-        window.requests.append(now)
+        bucket = window.bucket(now)
+        bucket.requests += 1
+        window.request_count += 1
         window.parallel += 1
-        tokens = None
-        if limits.tpm is not None:
-            tokens = _Tokens(now, estimate)
-            window.tokens.append(tokens)
-            window.token_sum += estimate
-        return Held(window, tokens)
+        if limits.tpm is None:
+            return Held(window, None, 0.0)
+        bucket.tokens += estimate
+        window.token_sum += estimate
+        return Held(window, bucket, estimate)
 
 
 def headers_of(window: Window, limits: Limits, now: float, taking: int = 0, estimate: float = 0.0) -> dict[str, str]:
@@ -175,15 +199,23 @@ def headers_of(window: Window, limits: Limits, now: float, taking: int = 0, esti
     """
     headers: dict[str, str] = {}
     if limits.rpm is not None:
-        used = len(window.requests) + taking
+        used = window.request_count + taking
         headers["x-ratelimit-limit-requests"] = str(limits.rpm)
         headers["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - used))
-        headers["x-ratelimit-reset-requests"] = _duration(window.requests[0] + WINDOW - now if window.requests
+        headers["x-ratelimit-reset-requests"] = _duration(window.reset() - now if window.buckets
                                                           else WINDOW if taking else 0.0)
     if limits.tpm is not None:
         used_tokens = window.token_sum + (estimate if taking else 0.0)
         headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
         headers["x-ratelimit-remaining-tokens"] = str(max(0, math.floor(limits.tpm - used_tokens)))
-        headers["x-ratelimit-reset-tokens"] = _duration(window.tokens[0].at + WINDOW - now if window.tokens
+        headers["x-ratelimit-reset-tokens"] = _duration(_token_reset(window) - now if window.token_sum > 0
                                                         else WINDOW if taking else 0.0)
     return headers
+
+
+def _token_reset(window: Window) -> float:
+    """When the oldest bucket holding tokens leaves the window."""
+    for bucket in window.buckets:
+        if bucket.tokens > 0:
+            return bucket.last + WINDOW
+    return 0.0
