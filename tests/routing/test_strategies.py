@@ -55,9 +55,33 @@ def test_least_latency_tries_a_provider_without_samples_and_a_failure_is_heavy()
     assert 0.55 < firsts.count("expensive") / 300 < 0.8
     pool.observe(expensive, engine.MODEL, FAIL, 0.01)  # a quick 503 still weighs like a slow answer
     assert all(pool.plan(engine.MODEL)[0].name != "expensive" for _ in range(100))
-    clock.advance(120)  # idle for 12 time constants: decayed, it is worth a probe again
+    clock.advance(120)  # idle for 12 time constants, but only 100 requests it could have served: not yet
     pool.observe(cheap, engine.MODEL, OK, 0.1)
-    assert any(pool.plan(engine.MODEL)[0].name == "expensive" for _ in range(100))
+    assert all(pool.plan(engine.MODEL)[0].name != "expensive" for _ in range(100))
+    # after some 4,000 requests elsewhere its estimate has decayed too: it is worth a probe again
+    assert any(pool.plan(engine.MODEL)[0].name == "expensive" for _ in range(5000))
+
+
+def test_least_latency_probes_a_slow_provider_at_a_pace_bounded_by_traffic() -> None:
+    """Idle decay at the slower of time and traffic: few probes at a few requests a second, Finagle's at many."""
+    pool, clock = make_pool("least_latency")
+    slow = pool.providers[2]
+    for p in pool.providers:
+        pool.observe(p, engine.MODEL, OK, 5.0 if p is slow else 0.5)
+
+    def serve(rate: float, seconds: float) -> int:
+        probes = 0
+        for _ in range(int(rate * seconds)):
+            clock.advance(1.0 / rate)
+            first = pool.plan(engine.MODEL)[0]
+            probes += first is slow
+            pool.observe(first, engine.MODEL, OK, 5.0 if first is slow else 0.5)
+        return probes
+
+    # 3 requests a second for two minutes: time alone (12 time constants) would have probed it every ~25 s
+    assert serve(3.0, 120.0) == 0
+    # 200 requests a second: time is the slower pace, so it is probed as Finagle would (every few time constants)
+    assert 1 <= serve(200.0, 60.0) <= 30
 
 
 def test_cost_climbs_the_price_ladder_on_sustained_degradation_not_one_failure() -> None:
