@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any, cast
 
 import pytest
@@ -15,6 +16,7 @@ from proxy_plugin.sim import engine, scenarios
 
 OK = Outcome(ok=True, answer=True)
 FAIL = Outcome.of_status(503, b"{}", {})
+TIMEOUT = cast(Outcome, Outcome.of_exception(TimeoutError()))
 
 
 def make_pool(strategy: str, budget: Any = None, seed: int = 7) -> tuple[Pool, ManualClock]:
@@ -26,7 +28,7 @@ def make_pool(strategy: str, budget: Any = None, seed: int = 7) -> tuple[Pool, M
     return pool, clock
 
 
-def names(order: list[Any]) -> list[str]:
+def names(order: Sequence[Any]) -> list[str]:
     return [p.name for p in order]
 
 
@@ -94,14 +96,31 @@ def test_cost_climbs_the_price_ladder_on_sustained_degradation_not_one_failure()
     assert names(pool.plan(engine.MODEL))[0] == "cheap"  # one failure in 30: stays
     for _ in range(15):
         clock.advance(0.5)
-        pool.observe(cheap, engine.MODEL, FAIL, 0.2)
+        pool.observe(cheap, engine.MODEL, TIMEOUT, 30.0)  # failures that cost time: it leaves
     assert names(pool.plan(engine.MODEL)) == ["middling", "expensive", "cheap"]
     for _ in range(15):
         clock.advance(0.5)
-        pool.observe(middling, engine.MODEL, FAIL, 0.2)
+        pool.observe(middling, engine.MODEL, FAIL, 0.2)  # quick, but no answers at all: it leaves too
     assert names(pool.plan(engine.MODEL)) == ["expensive", "cheap", "middling"]
     clock.advance(600)  # the evidence fades: the ladder is tried from the bottom again
     assert names(pool.plan(engine.MODEL)) == ["cheap", "middling", "expensive"]
+
+
+def test_cost_keeps_a_cheap_provider_whose_failures_are_quick() -> None:
+    """Failed attempts cost nothing: half of them failing with quick 503s is still the cheapest start."""
+    pool, clock = make_pool("cost")
+    cheap = pool.providers[0]
+    for k in range(60):
+        clock.advance(0.5)
+        pool.observe(cheap, engine.MODEL, OK if k % 2 else FAIL, 0.9 if k % 2 else 0.15)
+    success = cheap.state.signals(engine.MODEL).success
+    assert success.degraded(clock.monotonic(), 0.9)  # well below min_success...
+    assert names(pool.plan(engine.MODEL)) == ["cheap", "middling", "expensive"]  # ...and first all the same
+    for _ in range(20):  # the same rate with slow failures (7 s each): no longer worth the wait
+        clock.advance(0.5)
+        pool.observe(cheap, engine.MODEL, OK, 0.9)
+        pool.observe(cheap, engine.MODEL, FAIL, 7.0)
+    assert names(pool.plan(engine.MODEL)) == ["middling", "expensive", "cheap"]
 
 
 class Budget:
