@@ -10,7 +10,9 @@ the dispatch loop makes, whatever the strategy.
   again rather than avoided for ever.
 - :class:`SuccessWindow`: success and failure counts that halve every ``half_life``
   seconds, at two speeds (slow: the rate; fast: the trend), so one failure does not
-  move a provider, and a sustained fall does within a few seconds.
+  move a provider, and a sustained fall does within a few seconds. The slow window also
+  keeps the seconds its successes and its failures took, so ``cost`` can tell failures
+  that waste little time (a quick 503) from those that waste much (a timeout).
 """
 
 from __future__ import annotations
@@ -54,14 +56,16 @@ class PeakEwma:
 
 
 class _Decayed:
-    """Success and failure counts that halve every ``half_life`` seconds."""
+    """Success and failure counts, and the seconds each took, that halve every ``half_life`` seconds."""
 
-    __slots__ = ("fail", "half_life", "ok", "stamp")
+    __slots__ = ("fail", "fail_s", "half_life", "ok", "ok_s", "stamp")
 
     def __init__(self, half_life: float) -> None:
         self.half_life = half_life
         self.ok = 0.0
         self.fail = 0.0
+        self.ok_s = 0.0
+        self.fail_s = 0.0
         self.stamp = 0.0
 
     def _age(self, now: float) -> None:
@@ -70,14 +74,18 @@ class _Decayed:
             k = 0.5 ** (dt / self.half_life)
             self.ok *= k
             self.fail *= k
+            self.ok_s *= k
+            self.fail_s *= k
             self.stamp = now
 
-    def add(self, ok: bool, now: float) -> None:
+    def add(self, ok: bool, now: float, seconds: float = 0.0) -> None:
         self._age(now)
         if ok:
             self.ok += 1.0
+            self.ok_s += seconds
         else:
             self.fail += 1.0
+            self.fail_s += seconds
 
     def rate(self, now: float) -> tuple[float, float]:
         """(success rate, evidence) now; the rate is 1.0 without evidence."""
@@ -95,9 +103,9 @@ class SuccessWindow:
         self.slow = _Decayed(SLOW_HALF_LIFE)
         self.fast = _Decayed(FAST_HALF_LIFE)
 
-    def add(self, ok: bool, now: float) -> None:
-        """One attempt's result."""
-        self.slow.add(ok, now)
+    def add(self, ok: bool, now: float, seconds: float = 0.0) -> None:
+        """One attempt's result, and how long it took."""
+        self.slow.add(ok, now, seconds)
         self.fast.add(ok, now)
 
     def rate(self, now: float) -> float:
@@ -114,6 +122,21 @@ class SuccessWindow:
         fast, fast_n = self.fast.rate(now)
         return fast_n >= MIN_EVIDENCE and fast < min_success and fast < slow
 
+    def quick_failures(self, now: float, share: float) -> bool:
+        """Whether the time its failures take, per answer it gives, is at most ``share`` of an answer's time.
+
+        At success rate ``p`` there are ``(1 - p) / p`` failures per answer, so the rule is
+        ``(1 - p) / p x mean failure seconds <= share x mean answer seconds``, which is simply
+        ``seconds spent failing <= share x seconds spent answering`` over the slow window: true
+        for a provider failing half its attempts with quick 503s, false for one that times out,
+        or that gives (almost) no answers (none at all: False).
+        """
+        slow = self.slow
+        slow._age(now)
+        if slow.ok <= 0.0:
+            return False
+        return slow.fail_s <= share * slow.ok_s
+
 
 class Signals:
     """Everything routing keeps for one (provider, model)."""
@@ -127,4 +150,4 @@ class Signals:
     def observe(self, ok: bool, seconds: float, now: float, penalty: bool) -> None:
         """One attempt: ``penalty`` (a failure that is the provider's fault) counts as a heavy latency sample."""
         self.latency.observe(max(seconds, FAILURE_PENALTY) if penalty else seconds, now)
-        self.success.add(ok, now)
+        self.success.add(ok, now, seconds)

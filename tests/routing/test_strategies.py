@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any, cast
 
 import pytest
@@ -15,6 +16,7 @@ from proxy_plugin.sim import engine, scenarios
 
 OK = Outcome(ok=True, answer=True)
 FAIL = Outcome.of_status(503, b"{}", {})
+TIMEOUT = cast(Outcome, Outcome.of_exception(TimeoutError()))
 
 
 def make_pool(strategy: str, budget: Any = None, seed: int = 7) -> tuple[Pool, ManualClock]:
@@ -26,7 +28,7 @@ def make_pool(strategy: str, budget: Any = None, seed: int = 7) -> tuple[Pool, M
     return pool, clock
 
 
-def names(order: list[Any]) -> list[str]:
+def names(order: Sequence[Any]) -> list[str]:
     return [p.name for p in order]
 
 
@@ -55,9 +57,33 @@ def test_least_latency_tries_a_provider_without_samples_and_a_failure_is_heavy()
     assert 0.55 < firsts.count("expensive") / 300 < 0.8
     pool.observe(expensive, engine.MODEL, FAIL, 0.01)  # a quick 503 still weighs like a slow answer
     assert all(pool.plan(engine.MODEL)[0].name != "expensive" for _ in range(100))
-    clock.advance(120)  # idle for 12 time constants: decayed, it is worth a probe again
+    clock.advance(120)  # idle for 12 time constants, but only 100 requests it could have served: not yet
     pool.observe(cheap, engine.MODEL, OK, 0.1)
-    assert any(pool.plan(engine.MODEL)[0].name == "expensive" for _ in range(100))
+    assert all(pool.plan(engine.MODEL)[0].name != "expensive" for _ in range(100))
+    # after some 4,000 requests elsewhere its estimate has decayed too: it is worth a probe again
+    assert any(pool.plan(engine.MODEL)[0].name == "expensive" for _ in range(5000))
+
+
+def test_least_latency_probes_a_slow_provider_at_a_pace_bounded_by_traffic() -> None:
+    """Idle decay at the slower of time and traffic: few probes at a few requests a second, Finagle's at many."""
+    pool, clock = make_pool("least_latency")
+    slow = pool.providers[2]
+    for p in pool.providers:
+        pool.observe(p, engine.MODEL, OK, 5.0 if p is slow else 0.5)
+
+    def serve(rate: float, seconds: float) -> int:
+        probes = 0
+        for _ in range(int(rate * seconds)):
+            clock.advance(1.0 / rate)
+            first = pool.plan(engine.MODEL)[0]
+            probes += first is slow
+            pool.observe(first, engine.MODEL, OK, 5.0 if first is slow else 0.5)
+        return probes
+
+    # 3 requests a second for two minutes: time alone (12 time constants) would have probed it every ~25 s
+    assert serve(3.0, 120.0) == 0
+    # 200 requests a second: time is the slower pace, so it is probed as Finagle would (every few time constants)
+    assert 1 <= serve(200.0, 60.0) <= 30
 
 
 def test_cost_climbs_the_price_ladder_on_sustained_degradation_not_one_failure() -> None:
@@ -70,14 +96,31 @@ def test_cost_climbs_the_price_ladder_on_sustained_degradation_not_one_failure()
     assert names(pool.plan(engine.MODEL))[0] == "cheap"  # one failure in 30: stays
     for _ in range(15):
         clock.advance(0.5)
-        pool.observe(cheap, engine.MODEL, FAIL, 0.2)
+        pool.observe(cheap, engine.MODEL, TIMEOUT, 30.0)  # failures that cost time: it leaves
     assert names(pool.plan(engine.MODEL)) == ["middling", "expensive", "cheap"]
     for _ in range(15):
         clock.advance(0.5)
-        pool.observe(middling, engine.MODEL, FAIL, 0.2)
+        pool.observe(middling, engine.MODEL, FAIL, 0.2)  # quick, but no answers at all: it leaves too
     assert names(pool.plan(engine.MODEL)) == ["expensive", "cheap", "middling"]
     clock.advance(600)  # the evidence fades: the ladder is tried from the bottom again
     assert names(pool.plan(engine.MODEL)) == ["cheap", "middling", "expensive"]
+
+
+def test_cost_keeps_a_cheap_provider_whose_failures_are_quick() -> None:
+    """Failed attempts cost nothing: half of them failing with quick 503s is still the cheapest start."""
+    pool, clock = make_pool("cost")
+    cheap = pool.providers[0]
+    for k in range(60):
+        clock.advance(0.5)
+        pool.observe(cheap, engine.MODEL, OK if k % 2 else FAIL, 0.9 if k % 2 else 0.15)
+    success = cheap.state.signals(engine.MODEL).success
+    assert success.degraded(clock.monotonic(), 0.9)  # well below min_success...
+    assert names(pool.plan(engine.MODEL)) == ["cheap", "middling", "expensive"]  # ...and first all the same
+    for _ in range(20):  # the same rate with slow failures (7 s each): no longer worth the wait
+        clock.advance(0.5)
+        pool.observe(cheap, engine.MODEL, OK, 0.9)
+        pool.observe(cheap, engine.MODEL, FAIL, 7.0)
+    assert names(pool.plan(engine.MODEL)) == ["middling", "expensive", "cheap"]
 
 
 class Budget:
