@@ -19,6 +19,8 @@ SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Contro
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 JSON_HEADERS = {"Content-Type": "application/json"}
 JSON_200 = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+#: each status line, made once (``http.HTTPStatus(status)`` is an enum lookup a request)
+STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
 
 
 class Date:
@@ -51,12 +53,8 @@ def json_head(status: int, headers: dict[str, str], length: int, close: bytes) -
     if status == 200 and headers == JSON_HEADERS:
         start = JSON_200
     else:
-        try:
-            reason = http.HTTPStatus(status).phrase
-        except ValueError:
-            reason = "Unknown"
-        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        start = f"HTTP/1.1 {status} {reason}\r\n{lines}".encode("latin-1")
+        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        start = (STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status) + lines.encode("latin-1")
     return start + b"Content-Length: %d\r\n" % length + close + date() + b"\r\n"
 
 

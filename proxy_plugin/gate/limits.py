@@ -102,13 +102,23 @@ class Window:
         return WINDOW
 
 
+_DURATIONS: dict[int, str] = {}  # by milliseconds: answers close in time share their reset texts
+
+
 def _duration(seconds: float) -> str:
-    """OpenAI's reset format: ``1s``, ``0.25s``, ``1m0s``."""
-    seconds = max(0.0, seconds)
-    if seconds >= 60:
-        minutes = int(seconds // 60)
-        return f"{minutes}m{round(seconds - minutes * 60):d}s"
-    return f"{round(seconds, 3):g}s"
+    """OpenAI's reset format: ``1s``, ``0.25s``, ``1m0s`` (to the millisecond)."""
+    ms = round(seconds * 1000) if seconds > 0 else 0
+    text = _DURATIONS.get(ms)
+    if text is None:
+        if len(_DURATIONS) >= 1024:
+            _DURATIONS.clear()
+        if ms >= 60_000:
+            minutes = ms // 60_000
+            text = f"{minutes}m{round((ms - minutes * 60_000) / 1000):d}s"
+        else:
+            text = f"{ms / 1000:g}s"
+        _DURATIONS[ms] = text
+    return text
 
 
 def _refusal(what: str, wait: float, headers: dict[str, str], reason: str) -> ProxyError:
