@@ -27,7 +27,7 @@ _NAMES: dict[tuple[str, str], tuple[str, str, str, str]] = {}
 _NAMES_KEPT = 4096  # (kind, name) pairs whose counter names are kept made (model names come from clients)
 
 
-def _names(kind: str, name: str) -> tuple[str, str, str, str]:
+def _counter_names(kind: str, name: str) -> tuple[str, str, str, str]:
     """The four counter names of ``name`` under ``kind`` (made once, then looked up)."""
     names = _NAMES.get((kind, name))
     if names is None:
@@ -45,10 +45,10 @@ def record(store: StateStore, client: str, parts: Iterable[Part]) -> None:
     usd_sum = 0.0
     amounts: list[tuple[str, float]] = []
     for provider, model, prompt, completion, usd in parts:
-        for names in (_names("providers", provider), _names("models", model)):
+        for names in (_counter_names("providers", provider), _counter_names("models", model)):
             amounts += ((names[0], 1), (names[1], prompt), (names[2], completion), (names[3], usd))
         prompt_sum, completion_sum, usd_sum = prompt_sum + prompt, completion_sum + completion, usd_sum + usd
-    names = _names("keys", client)
+    names = _counter_names("keys", client)
     amounts += ((names[0], 1), (names[1], prompt_sum), (names[2], completion_sum), (names[3], usd_sum))
     store.add_many(amounts)
 
