@@ -55,6 +55,10 @@ class Exchange(Protocol):
     model: str
     observer: Observer | None
 
+    @property
+    def body(self) -> dict[str, Any] | None:
+        """The request as the client sent it (None: not known, as in the simulator)."""
+
     def start(self, provider: Provider) -> None:
         """A new provider is about to be tried."""
 
@@ -98,7 +102,7 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
     observer = exchange.observer
     clock = pool.clock.monotonic
     async with pool.admission():
-        run = pool.attempts(exchange.model)
+        run = pool.attempts(exchange.model, exchange.body)
         try:
             # closed here, not by the garbage collector: the provider's slot is back before the answer leaves
             async with contextlib.aclosing(run.candidates()) as candidates:

@@ -24,7 +24,7 @@ from proxy_plugin.provider import Provider
 from proxy_plugin.provider_state import ProviderState
 from proxy_plugin.redact import provider_secrets
 from proxy_plugin.routing import Context, make_strategy
-from proxy_plugin.routing.pacing import PaceBudget, Pacer, live_budget
+from proxy_plugin.routing.pacing import PaceBudget, Pacer
 from proxy_plugin.streaming import StreamedExchange
 from proxy_plugin.upstream import UpstreamClient
 
@@ -45,8 +45,8 @@ class Pool:
 
         ``clock`` is what circuits, failure times, routing signals and the retry budget read
         (a test's ``ManualClock``); request deadlines stay on real time (they bound real
-        waits). ``pace``: the budget to pace spending against (default: the live global
-        budget, :func:`~proxy_plugin.routing.pacing.live_budget`), when ``routing.pace_budget``.
+        waits). ``pace``: the budget to pace spending against (the runtime passes the global
+        budget from the request gate; None: no pacing), when ``routing.pace_budget``.
         """
         self.config = config
         self.clock = clock
@@ -69,7 +69,6 @@ class Pool:
         # advance its primary rotation when it orders the fallbacks
         self.fallback_strategy = make_strategy(config.routing.strategy, ctx)
         self._learners = [s.observe for s in (self.strategy, self.fallback_strategy) if hasattr(s, "observe")]
-        pace = pace if pace is not None else live_budget(config)
         self.pacer = Pacer(pace, clock, self.rng) if pace is not None and config.routing.pace_budget else None
         self.unfiltered = all(p.config.models is None for p in self.providers)  # no provider lists its models
         self.served = sorted({m for p in config.providers for m in (*(p.models or ()), *p.model_map)})
@@ -131,14 +130,14 @@ class Pool:
             logger.debug("route model=%s strategy=%s plan=%s", model, self.strategy.name, [p.name for p in order])
         return order
 
-    def attempts(self, model: str) -> Attempts:
-        """A fresh attempt driver for one request."""
+    def attempts(self, model: str, body: dict[str, Any] | None = None) -> Attempts:
+        """A fresh attempt driver for one request (``body``: as it goes upstream, for the pacer's worst case)."""
         total = self.config.timeouts.total
         deadline = time.monotonic() + total if total else None
         order = self.plan(model)
         hold = 0.0
         if self.pacer is not None:
-            order, hold = self.pacer.apply(order, model)
+            order, hold = self.pacer.apply(order, model, body)
         run = Attempts(order, model, self.config.retries, self.budget, deadline, self.rng, self.providers)
         run.hold = hold
         return run

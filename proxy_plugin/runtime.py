@@ -102,7 +102,8 @@ class ProxyRuntime:
                                              auto_decompress=True)
         self.client = UpstreamClient(environ=self.environ)
         try:
-            self.pool = Pool(self.config, self.session, self.client, clock=self.clock, rng=self._pool_rng())  # ValueError: an unusable egress proxy setting
+            self.pool = Pool(self.config, self.session, self.client, clock=self.clock, rng=self._pool_rng(),
+                             pace=self.gate.pace_budget(self.config))  # ValueError: an unusable egress proxy setting
         except BaseException:
             await self.close()
             raise
@@ -120,8 +121,11 @@ class ProxyRuntime:
         config = load_config(self.path, self.environ)
         assert self.session is not None and self.client is not None
         # providers whose config is unchanged keep their circuits, latency and health (shared state objects)
-        return PreparedReload(self, config, Pool(config, self.session, self.client, rng=self._pool_rng(),
-                                                 states=carried_states(self.pool, config), clock=self.clock))
+        pool = Pool(config, self.session, self.client, rng=self._pool_rng(), states=carried_states(self.pool, config),
+                    clock=self.clock, pace=self.gate.pace_budget(config))  # a changed budget applies at once
+        if pool.pacer is not None and self.pool is not None and self.pool.pacer is not None:
+            pool.pacer.carry(self.pool.pacer)  # the request rate goes on
+        return PreparedReload(self, config, pool)
 
     async def reload(self) -> dict[str, Any]:
         """Load the file again; on success swap in a new pool (prepare, then apply).

@@ -191,6 +191,11 @@ class StreamedExchange:
         self._started = 0.0
         self._deadline = 0.0
 
+    @property
+    def body(self) -> dict[str, Any]:
+        """The request as it goes upstream (usage asked for when the gate wants it)."""
+        return self.relayed.body
+
     def start(self, provider: Provider) -> None:
         """Continue by prefill where the provider supports it."""
         self.prefill = provider.config.supports_prefill

@@ -7,7 +7,8 @@ current configuration at each request, so a reload applies at once. The parts:
 - who calls and what they may use: client keys, models per key (``clients.py``);
 - how much: rate limits and budgets, reserved before upstream and settled after (``limits.py``, ``budgets.py``);
 - what it cost: prices and spend (``prices.py``, ``spend.py``);
-- the response cache (``cache.py``); metrics (``proxy_plugin/metrics.py``).
+- the response cache (``cache.py``); metrics (``proxy_plugin/metrics.py``);
+- the global budget as budget pacing reads it (``pace.py``: :meth:`RequestGate.pace_budget`).
 
 A :class:`Ticket` is one admitted request. The dispatch loop reports every upstream
 attempt to it (``attempted``) and every answer's usage (``record``); the host reports how
@@ -27,6 +28,7 @@ from proxy_plugin.gate.cache import ResponseCache
 from proxy_plugin.gate.clients import Client
 from proxy_plugin.gate.controls import Controls, Hold
 from proxy_plugin.gate.limits import WINDOW, RateLimiter
+from proxy_plugin.gate.pace import GlobalPace, TypicalUsage, paces
 from proxy_plugin.gate.shared import Scripts
 from proxy_plugin.gate.shared import admit as shared_admit
 from proxy_plugin.gate.shared_cache import SharedCache
@@ -60,6 +62,7 @@ class RequestGate:
         # -- gateway controls (keys, limits, budgets, cost): gate/controls.py --
         self.limiter = RateLimiter()          # rate windows outlive reloads
         self.store: StateStore = MemoryStore()  # spend and budget counters; the configured backend from start()
+        self.usage = TypicalUsage()           # what an upstream answer typically uses (budget pacing), across reloads
         self._controls: Controls | None = None
         self._started = False
         self.redis: RedisStore | None = None   # state.backend: redis (limits, budgets, cache shared by replicas)
@@ -93,11 +96,18 @@ class RequestGate:
         """The controls of ``config`` (built once per configuration; a reload brings a new one)."""
         controls = self._controls
         if controls is None or controls.config is not config:
-            controls = self._controls = Controls(config, self.limiter, self.store, self.runtime.clock)
+            controls = self._controls = Controls(config, self.limiter, self.store, self.runtime.clock,
+                                                 self.usage if paces(config) else None)
             if self._started and controls.active and type(self.store) is MemoryStore and config.state.backend != "memory":
                 logger.warning("gateway controls turned on by a reload: spend is counted in memory until a restart "
                                "opens the state file")
         return controls
+
+    def pace_budget(self, config: ProxyConfig) -> GlobalPace | None:
+        """The global budget of ``config`` for a new pool's pacer (None: not paced, see ``pace.py``)."""
+        if not paces(config):
+            return None
+        return GlobalPace(config, lambda: self.store, self.usage, self.runtime.clock)
 
     def state_snapshot(self) -> dict[str, Any]:
         """The state backend for ``/health`` (Redis: whether it answers, the policy, what waits to be sent)."""

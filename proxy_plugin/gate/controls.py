@@ -19,6 +19,7 @@ from proxy_plugin.gate.budgets import Scope, reserve, settle_budgets
 from proxy_plugin.gate.clients import ANONYMOUS, Client, Keyring
 from proxy_plugin.gate.estimate import output_tokens, prompt_tokens
 from proxy_plugin.gate.limits import Held, Limits, RateLimiter
+from proxy_plugin.gate.pace import TypicalUsage
 from proxy_plugin.gate.prices import PriceBook
 from proxy_plugin.gate.spend import Part, record
 from proxy_plugin.state.base import StateStore
@@ -27,7 +28,9 @@ from proxy_plugin.state.base import StateStore
 class Controls:
     """Keys, limits, budgets and prices of one configuration (``active`` False: none configured, no cost at all)."""
 
-    def __init__(self, config: ProxyConfig, limiter: RateLimiter, store: StateStore, clock: Clock) -> None:
+    def __init__(self, config: ProxyConfig, limiter: RateLimiter, store: StateStore, clock: Clock,
+                 usage: TypicalUsage | None = None) -> None:
+        """``usage``: where answered requests' usage goes when the global budget is paced (``pace.py``)."""
         self.config = config
         self.keyring = Keyring(config.clients)
         self.prices = PriceBook(config.providers)
@@ -43,6 +46,7 @@ class Controls:
         self._callers = {k.id: "key:" + k.id for k in config.clients.keys}
         self._key_scopes = {k.id: self.key_budgets.get(k.id, []) + self.global_budget for k in config.clients.keys}
         self.reserve_tokens = config.budget_reserve_tokens
+        self.usage = usage
         self.active = (self.keyring.required or self.anonymous_limited or bool(self.global_budget)
                        or bool(self.key_budgets) or self.prices.any)
 
@@ -150,6 +154,10 @@ class Hold:
             if self.parts:
                 tokens = sum(p[2] + p[3] for p in self.parts)
                 usd = sum(p[4] for p in self.parts)
+                usage = self.controls.usage
+                if usage is not None:  # budget pacing plans with the typical answer
+                    for part in self.parts:
+                        usage.observe(part[2], part[3])
             else:
                 tokens = self.estimate
                 usd = self.worst if provider is not None and self.controls.prices.priced(provider) else 0.0

@@ -17,16 +17,17 @@ request, takes the strategy's order and:
    ``c* / cheapest`` (the rest: 429 ``budget_exceeded``), so spending follows the budget
    line instead of stopping dead and starting again.
 
-The live server's seam: the global budget (``budget: {usd, period}``, the gateway controls'
-section) reaches the pool as a ``PaceBudget`` from :func:`live_budget`; until that work
-lands it returns None and pacing is off. The simulator passes its own budget.
+The live server's budget is the gateway controls' global ``budget: {usd, period}``: the runtime
+asks the request gate for it (``RequestGate.pace_budget``, ``proxy_plugin/gate/pace.py``)
+and hands it to each pool it builds; the simulator passes its own. The worst case of a
+request is its own (:meth:`PaceBudget.worst_of` its body) when the exchange knows it.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy_plugin.errors import ProxyError
@@ -43,8 +44,21 @@ class PaceBudget(Protocol):
     """A spending limit over a period, as pacing reads it (USD, seconds)."""
 
     limit_usd: float
-    typical_tokens: tuple[float, float]  # (input, output) of a usual request: what pacing plans with
-    worst_tokens: tuple[float, float]    # the most one request can use: what it reserves
+
+    @property
+    def typical_tokens(self) -> tuple[float, float]:
+        """(input, output) tokens of a usual request: what pacing plans with."""
+
+    @property
+    def worst_tokens(self) -> tuple[float, float]:
+        """The most one request can use when its body is not known: what it reserves then."""
+
+    @property
+    def rate_warmup(self) -> float:
+        """Seconds of traffic the request rate is spread over at least (1: trust the first second's rate)."""
+
+    def worst_of(self, body: Mapping[str, Any]) -> tuple[float, float]:
+        """The most the request ``body`` can use: (input, output) tokens."""
 
     def spent(self) -> float:
         """Spent and reserved in the current period."""
@@ -57,15 +71,6 @@ class PaceBudget(Protocol):
 
     def release(self, usd: float) -> None:
         """Give a hold back (what was really spent is charged by whoever reads the usage)."""
-
-
-def live_budget(config: Any) -> PaceBudget | None:
-    """The live server's global budget as a :class:`PaceBudget` (None: no budget with a period, or pacing off).
-
-    Seam for the gateway controls (issue 13): once the global ``budget`` and its spend
-    state exist, adapt them here; until then the live server does not pace.
-    """
-    return None
 
 
 def budget_exceeded(message: str, retry_after: float) -> ProxyError:
@@ -84,7 +89,12 @@ class Pacer:
         self._count = 0.0     # requests seen, halving every RATE_HALF_LIFE
         self._stamp: float | None = None
         self._first: float | None = None
+        self.warmup = budget.rate_warmup
         self.shed = 0
+
+    def carry(self, old: Pacer) -> None:
+        """Continue ``old``'s request rate (a reload builds a new pool: the traffic did not stop)."""
+        self._count, self._stamp, self._first, self.shed = old._count, old._stamp, old._first, old.shed
 
     def _rate(self, now: float) -> float:
         """Requests per second lately (this one counted)."""
@@ -95,16 +105,21 @@ class Pacer:
         assert self._first is not None
         tau = RATE_HALF_LIFE / math.log(2)
         window = tau * (1.0 - math.exp(-(now - self._first) / tau))
-        return self._count / max(window, 1.0)
+        return self._count / max(window, self.warmup)
 
-    def apply(self, order: Sequence[Provider], model: str) -> tuple[list[Provider], float]:
-        """The paced order and the USD held for it (raises 429 ``budget_exceeded``)."""
+    def apply(self, order: Sequence[Provider], model: str,
+              body: Mapping[str, Any] | None = None) -> tuple[list[Provider], float]:
+        """The paced order and the USD held for it (raises 429 ``budget_exceeded``).
+
+        ``body``: the request as it goes upstream, whose own worst case is reserved (None:
+        the budget's ``worst_tokens``).
+        """
         budget = self.budget
         now = self.clock.monotonic()
         rate = self._rate(now)
         left = budget.limit_usd - budget.spent()
         time_left = budget.left_in_period()
-        worst_in, worst_out = budget.worst_tokens
+        worst_in, worst_out = budget.worst_tokens if body is None else budget.worst_of(body)
         typ_in, typ_out = budget.typical_tokens
         fits: list[tuple[Provider, float, float]] = []
         for p in order:

@@ -73,6 +73,7 @@ class SimBudget:
 
     typical_tokens = TYPICAL_TOKENS
     worst_tokens = WORST_TOKENS
+    rate_warmup = 1.0  # the run starts at full traffic
 
     def __init__(self, limit: float, clock: ManualClock, end: float) -> None:
         self.limit_usd = limit
@@ -80,6 +81,9 @@ class SimBudget:
         self.end = end
         self.charged = 0.0
         self.held = 0.0
+
+    def worst_of(self, body: Mapping[str, Any]) -> tuple[float, float]:
+        return WORST_TOKENS
 
     def spent(self) -> float:
         return self.charged + self.held
@@ -106,6 +110,7 @@ class SimExchange:
 
     observer: Observer | None = None
     broke: Outcome | None = None
+    body: dict[str, Any] | None = None  # no request body: pacing reserves the budget's worst_tokens
 
     def __init__(self, request: Request, result: Result, index: int, budget: SimBudget | None) -> None:
         self.model = MODEL

@@ -51,7 +51,9 @@ async def test_a_budget_is_never_overshot_under_50_concurrent_requests(fakes, pr
     a.set_default(ok(latency=0.05))
     # worst case per request: 18 prompt-estimate tokens at 1000/M + 20 output tokens at 2000/M = 0.058 USD;
     # the real cost is 0.008: a budget of 0.58 holds 10 worst cases at once
+    # the gate's reservations alone (budget pacing, on by default with a period, would shed before the limit)
     host = await proxy([entry(a, prices=PRICES)], budget={"usd": 0.58, "period": "day"},
+                       routing={"strategy": "failover", "pace_budget": False, "health_check": {"enabled": False}},
                        clients={"keys": [{"id": "team-a", "key": KEY, "budget": {"usd": 100, "period": "total"}}]})
     async with host.client(api_key=KEY) as client:
         async def one() -> object:

@@ -23,7 +23,9 @@ from support.helpers import USER, entry, until
 
 from hulumanage.sim import Profile
 
-CHECKED = {"strategy": "round_robin", "health_check": {"enabled": True, "interval": 0.1, "timeout": 0.2}}
+# the $0.02 daily budget is there to be shown, not to pace a burst of test traffic (it would shed it)
+CHECKED = {"strategy": "round_robin", "pace_budget": False,
+           "health_check": {"enabled": True, "interval": 0.1, "timeout": 0.2}}
 PRICES = {"gpt-4": {"input": 2.5, "output": 10.0}}
 PROVIDER_KEYS = {"a": "sk-dash-provider-a-5e1c", "b": "sk-dash-provider-b-77d0"}
 CLIENT_KEY = "sk-dash-client-team-a-90ab"

@@ -128,6 +128,7 @@ class Budget:
 
     typical_tokens = scenarios.TYPICAL_TOKENS
     worst_tokens = scenarios.WORST_TOKENS
+    rate_warmup = 1.0
 
     def __init__(self, limit: float, clock: ManualClock) -> None:
         self.limit_usd, self.clock, self.end = limit, clock, clock.now + 3600
