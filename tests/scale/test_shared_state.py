@@ -80,7 +80,7 @@ async def test_redis_down_under_closed_refuses_with_503(fakes, redis_server, tmp
     (a,) = await fakes("a")
     config = write(tmp_path / "proxy.yaml", redis_server.url, [entry(a)],
                    clients={"keys": [{"id": "team", "key": KEY, "rpm": 1000}]},
-                   state={"redis_timeout": 0.05, "on_redis_down": "closed"})
+                   state={"redis_timeout": 0.25, "on_redis_down": "closed"})  # 0.25: 2 busy cores
     async with replicas(env, config, count=1) as servers:
         assert all(not isinstance(r, BaseException) for r in await spread(servers, 2))
         await redis_server.kill()
