@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy_plugin.errors import ProxyError
-from proxy_plugin.routing.costs import cost_usd
+from proxy_plugin.routing.costs import price_of
 
 if TYPE_CHECKING:
     from proxy_plugin.clock import Clock
@@ -91,6 +91,18 @@ class Pacer:
         self._first: float | None = None
         self.warmup = budget.rate_warmup
         self.shed = 0
+        self._prices: dict[tuple[str, str], tuple[float, float]] = {}  # (provider, its model) -> USD per token
+
+    def _price(self, provider: Provider, mapped: str) -> tuple[float, float]:
+        """(input, output) USD per token of ``provider``'s ``mapped`` model (a pool's prices never change)."""
+        key = (provider.name, mapped)
+        price = self._prices.get(key)
+        if price is None:
+            if len(self._prices) >= 1024:  # model names come from clients: bounded
+                self._prices.clear()
+            p_in, p_out = price_of(provider.config, mapped)
+            price = self._prices[key] = (p_in / 1e6, p_out / 1e6)
+        return price
 
     def carry(self, old: Pacer) -> None:
         """Continue ``old``'s request rate (a reload builds a new pool: the traffic did not stop)."""
@@ -123,10 +135,10 @@ class Pacer:
         typ_in, typ_out = budget.typical_tokens
         fits: list[tuple[Provider, float, float]] = []
         for p in order:
-            mapped = p.map_model(model)
-            worst = cost_usd(p.config, mapped, worst_in, worst_out)
+            p_in, p_out = self._price(p, p.map_model(model))
+            worst = worst_in * p_in + worst_out * p_out
             if worst <= left:
-                fits.append((p, worst, cost_usd(p.config, mapped, typ_in, typ_out)))
+                fits.append((p, worst, typ_in * p_in + typ_out * p_out))
         if not fits:
             self.shed += 1
             raise budget_exceeded(f"the budget of ${budget.limit_usd:g} for this period is spent "
