@@ -30,7 +30,7 @@ def test_scale_smoke_reports_throughput_and_shared_limits(tmp_path: Path) -> Non
         n, throughput, shared, local = run["replicas"], run["throughput"], run["shared"], run["local"]
         assert throughput["errors"] == 0 and throughput["rps"] > 0
         assert 0 < throughput["latency_ms"]["p50"] <= throughput["latency_ms"]["p99"]
-        assert run["times_down"] == 0
+        assert run["times_down"] == 0 and shared["times_down"] == 0
         assert shared["offered"] > n * limit  # more offered than even per-replica limits let through
         assert shared["admitted"] == limit and shared["other_errors"] == 0
         assert shared["refused_429"] == shared["offered"] - limit
