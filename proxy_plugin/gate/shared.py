@@ -53,6 +53,11 @@ if limited then
   if #first > 0 then oldreq = tonumber(first[2]) end
   -- the token window keeps its total in toka's field '=': what leaves the window is taken off it,
   -- so a check costs what expired since the last one, never the whole window
+  if redis.call('HEXISTS', KEYS[4], '=') == 0 and redis.call('EXISTS', KEYS[4]) == 1 then
+    local total = 0  -- a window written before the total was kept: summed once
+    for _, a in ipairs(redis.call('HVALS', KEYS[4])) do total = total + (tonumber(a) or 0) end
+    redis.call('HSET', KEYS[4], '=', total)
+  end
   local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', cutoff)
   if #gone > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', cutoff)

@@ -63,3 +63,15 @@ async def test_a_window_of_thousands_leaving_at_once(scripts: tuple[Any, Any, An
     reply = await admit_script(keys=KEYS, args=["last", 1, -1, 1e9, -1, 5, window, 900, 0])
     assert int(reply[0]) == 0 and float(reply[3]) == 0
     assert await client.hlen(KEYS[3]) == 2  # "last" and the total
+
+
+async def test_a_window_written_without_a_total_is_summed_once(scripts: tuple[Any, Any, Any]) -> None:
+    client, admit_script, _ = scripts
+    seconds, micros = await client.time()
+    now = seconds + micros / 1e6
+    for i, amount in enumerate((20, 30)):  # as the script wrote them before it kept a total
+        await client.zadd(KEYS[2], {f"old{i}": now})
+        await client.hset(KEYS[3], f"old{i}", amount)
+    reply = await admit_script(keys=KEYS, args=["new", 1, -1, 100, -1, 40, 5.0, 900, 0])
+    assert int(reply[0]) == 0 and float(reply[3]) == 50
+    assert float(await client.hget(KEYS[3], "=")) == 90
