@@ -56,7 +56,8 @@ async def throughput_rounds(meter: Meter, targets: Sequence[tuple[str, int, Proc
     gateway's CPU per request and Redis's CPU per request (whatever the target, so the in-memory
     target shows Redis idle), errors.
     """
-    fields = ("rps", "p50_ms", "p99_ms", "gateway_cpu_us_per_req", "redis_cpu_us_per_req", "errors", "other_cpu")
+    fields = ("rps", "p50_ms", "p99_ms", "gateway_cpu_us_per_req", "redis_cpu_us_per_req", "errors", "other_cpu",
+              "load_core_busy", "redis_core_busy")
     out: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds, "seconds": seconds,
                            "by_target": {name: {f: [] for f in fields} for name, *_ in targets}}
     for i in range(rounds):
@@ -72,6 +73,8 @@ async def throughput_rounds(meter: Meter, targets: Sequence[tuple[str, int, Proc
             figures["gateway_cpu_us_per_req"].append(row["gateway_cpu_us_per_req"])
             figures["redis_cpu_us_per_req"].append((redis.cpu() - redis0) / served * 1e6 if served else float("nan"))
             figures["errors"].append(row["errors"])
+            figures["load_core_busy"].append(row["load_core_busy"])  # upstream + load generator
+            figures["redis_core_busy"].append((redis.cpu() - redis0) / row["elapsed_s"])
             figures["other_cpu"].append(max(row.get("foreign_gateway_core", 0.0), row.get("foreign_load_cores", 0.0),
                                             row.get("foreign_all_cores", 0.0)))
         if say is not None:
@@ -128,9 +131,11 @@ def markdown(results: dict[str, Any]) -> list[str]:
     for name, f in redis["throughput"]["by_target"].items():
         rows.append([name, f"{_med(f['rps']):,.0f}", f"{min(f['rps']):,.0f}-{max(f['rps']):,.0f}",
                      f"{_med(f['p50_ms']):.3f}", f"{_med(f['p99_ms']):.3f}", f"{_med(f['gateway_cpu_us_per_req']):.0f}",
-                     f"{_med(f['redis_cpu_us_per_req']):.1f}", f"{_med(f['other_cpu']) * 100:.0f}%", str(sum(f["errors"]))])
+                     f"{_med(f['redis_cpu_us_per_req']):.1f}",
+                     f"{_med(f['load_core_busy']) * 100:.0f}% + {_med(f['redis_core_busy']) * 100:.0f}%",
+                     f"{_med(f['other_cpu']) * 100:.0f}%", str(sum(f["errors"]))])
     lines += _table(["target", "req/s (median)", "req/s by round", "p50 ms", "p99 ms", "gateway CPU µs/req",
-                     "Redis CPU µs/req", "other CPU", "errors"], rows)
+                     "Redis CPU µs/req", "load core: upstream and generator + Redis", "other CPU", "errors"], rows)
     down = redis.get("times_down", 0)
     lines += ["", (f"The proxy stopped using Redis {down} time(s) during the run (a call past "
                    f"`redis_timeout` {redis.get('redis_timeout')} s): " + ("none, every request used Redis."
