@@ -75,3 +75,12 @@ def times_down(log: Path) -> int:
         return log.read_text(errors="replace").count(DOWN_MESSAGE)
     except OSError:
         return 0
+
+
+def redis_warnings(log: Path, limit: int = 20) -> list[str]:
+    """A proxy's log lines about Redis (why it stopped using it, failed background writes), the first ``limit``."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [ln.strip()[:300] for ln in lines if "Redis" in ln][:limit]

@@ -48,7 +48,7 @@ from typing import Any
 
 from bench import load
 from bench.procs import Process, core_busy
-from bench.redis_server import MISSING, redis_binary, start_redis, state_section, times_down
+from bench.redis_server import MISSING, redis_binary, redis_warnings, start_redis, state_section, times_down
 from bench.stack import CONTROLS_KEY, JSON_BODY, ROOT, controls_config, start_proxy, start_upstream
 from hulumanage.loop import install_uvloop
 
@@ -145,6 +145,7 @@ async def run_n(n: int, s: Settings, work: Path, ports: Sequence[int], redis: Pr
         out["shared"] = await accuracy(n, s, spread, gateways, redis, say, "shared (Redis)")
         out["times_down"] = sum(times_down(p.log) for p in gateways)
         out["shared"]["times_down"] = out["times_down"] - out["times_down_throughput"]
+        out["redis_log"] = [line for p in gateways for line in redis_warnings(p.log)]
     if s.local:
         with replicas(work, ports, n, replica_sections(url, f"scale-local-{n}:", "memory", s.rpm), f"n{n}-local") as procs:
             out["local"] = await accuracy(n, s, tuple(port for _, port in procs), [p for p, _ in procs], redis, say,
