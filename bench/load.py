@@ -11,6 +11,7 @@ Three ways to drive load, all returning a :class:`Stats`:
 
 - :func:`closed_loop`: ``concurrency`` connections each send the next request as soon
   as the previous answer is complete, for ``duration`` seconds or ``total`` requests;
+  with several ports (``Target.more_ports``: replicas) the connections go to each in turn;
 - :func:`open_loop`: requests at a fixed rate whatever the answers do (new connections
   are opened when every open one is busy), latency from the actual send;
 - :func:`run_wrk`: ``wrk`` at a fixed concurrency (non-streaming only).
@@ -88,6 +89,7 @@ class Stats:
     multi_event_chunks: int = 0   # HTTP chunks that carried more than one SSE event
     coalesced: int = 0            # events that completed in the same read as the previous one
     lag_max: float = 0.0          # open loop: how far behind schedule the latest send was
+    statuses: dict[int, int] = dataclasses.field(default_factory=dict)  # answers other than 200, by status
     wrk_latency_ms: dict[str, float] | None = None
     keep_samples: bool = True
 
@@ -113,6 +115,8 @@ class Stats:
             }
         if self.lag_max:
             out["send_lag_max_ms"] = self.lag_max * 1000.0
+        if self.statuses:
+            out["statuses"] = {str(k): v for k, v in sorted(self.statuses.items())}
         return out
 
 
@@ -290,17 +294,33 @@ async def connect(host: str, port: int) -> Connection:
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """Where to send, what to send. ``bodies`` are used in turn (a mix of kinds)."""
+    """Where to send, what to send. ``bodies`` are used in turn (a mix of kinds).
+
+    ``more_ports``: further servers (replicas) on ``host``; connections are spread over
+    ``port`` and these in turn (connection ``i`` goes to :meth:`port_of` ``(i)``).
+    """
 
     host: str
     port: int
     bodies: tuple[dict[str, Any], ...]
     expected_events: int | None = None  # events a streamed answer must have (None: not checked)
     api_key: str = "bench"
+    more_ports: tuple[int, ...] = ()
 
-    def requests(self) -> list[tuple[bytes, bool]]:
-        """(request bytes, is a stream) for each body."""
-        return [(request_bytes(self.host, self.port, b, self.api_key), b.get("stream") is True) for b in self.bodies]
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Every port the load goes to."""
+        return (self.port, *self.more_ports)
+
+    def port_of(self, i: int) -> int:
+        """The port of the ``i``-th connection: the ports in turn."""
+        ports = self.ports
+        return ports[i % len(ports)]
+
+    def requests(self, port: int | None = None) -> list[tuple[bytes, bool]]:
+        """(request bytes, is a stream) for each body, addressed to ``port`` (default: the first)."""
+        port = self.port if port is None else port
+        return [(request_bytes(self.host, port, b, self.api_key), b.get("stream") is True) for b in self.bodies]
 
 
 async def _one(conn: Connection, raw: bytes, sse: bool, stats: Stats, target: Target, started: float) -> bool:
@@ -313,6 +333,7 @@ async def _one(conn: Connection, raw: bytes, sse: bool, stats: Stats, target: Ta
     finished = time.perf_counter()
     if status != 200:
         stats.errors += 1
+        stats.statuses[status] = stats.statuses.get(status, 0) + 1
         return True
     stats.ok += 1
     if stats.keep_samples:
@@ -329,14 +350,16 @@ async def closed_loop(target: Target, concurrency: int, duration: float | None =
                       keep_samples: bool = True) -> Stats:
     """``concurrency`` connections sending back to back, for ``duration`` seconds or ``total`` requests."""
     stats = Stats(keep_samples=keep_samples)
-    requests = target.requests()
-    conns = [await connect(target.host, target.port) for _ in range(concurrency)]
+    by_port = {port: target.requests(port) for port in target.ports}
+    ports = [target.port_of(i) for i in range(concurrency)]
+    conns = [await connect(target.host, port) for port in ports]
     issued = 0
     start = time.perf_counter()
     end = start + duration if duration is not None else math.inf
 
-    async def worker(conn: Connection) -> None:
+    async def worker(conn: Connection, port: int) -> None:
         nonlocal issued
+        requests = by_port[port]
         while True:
             if total is not None and issued >= total:
                 return
@@ -347,10 +370,10 @@ async def closed_loop(target: Target, concurrency: int, duration: float | None =
             issued += 1
             if not await _one(conn, raw, sse, stats, target, now):
                 conn.close()
-                conn = await connect(target.host, target.port)
+                conn = await connect(target.host, port)
                 conns.append(conn)
 
-    workers = [asyncio.ensure_future(worker(c)) for c in conns]
+    workers = [asyncio.ensure_future(worker(c, p)) for c, p in zip(conns, ports, strict=True)]
     try:
         await asyncio.wait_for(asyncio.gather(*workers), timeout=(duration or 3600.0) + STRAGGLER_GRACE)
     finally:
@@ -361,7 +384,9 @@ async def closed_loop(target: Target, concurrency: int, duration: float | None =
 
 
 async def open_loop(target: Target, rate: float, duration: float, connections: int = 16) -> Stats:
-    """Send at ``rate`` requests per second for ``duration`` seconds, whatever the answers do."""
+    """Send at ``rate`` requests per second for ``duration`` seconds, whatever the answers do (one port only)."""
+    if target.more_ports:
+        raise ValueError("open_loop sends to one port; closed_loop spreads over several")
     stats = Stats()
     requests = target.requests()
     idle: deque[Connection] = deque([await connect(target.host, target.port) for _ in range(connections)])
@@ -437,6 +462,8 @@ def run_wrk(target: Target, concurrency: int, duration: float, threads: int = 1)
         raise RuntimeError("wrk is not installed")
     if len(target.bodies) != 1 or target.bodies[0].get("stream") is True:
         raise ValueError("wrk runs one non-streaming body")
+    if target.more_ports:
+        raise ValueError("wrk sends to one port; closed_loop spreads over several")
     script = WRK_SCRIPT % {"body": orjson.dumps(target.bodies[0]).decode(), "key": target.api_key}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)

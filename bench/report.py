@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import redis_target
+
 COLORS = {"direct": "#4d4d4d", "direct-xcore": "#a0a0a0", "proxy": "#1f77b4", "litellm": "#d62728"}
 FLAT_MB = 4.0
 NOISY = 0.10
@@ -67,6 +69,7 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.append({"figure": "throughput through the proxy on one core, non-streaming (req/s)",
                 "target": f">= {TARGETS['proxy_max_rps']:,.0f}", "value": v, "met": v >= TARGETS["proxy_max_rps"]})
     out += _controls_headline(t.get("proxy-controls"), paired)
+    out += redis_target.headline(results)
     ds, ps = _by(direct["stream"], "concurrency"), _by(proxy["stream"], "concurrency")
     if 1 in ds and 1 in ps:
         v = statistics.median(paired["stream"]["added_p50"]) if paired else _added(ps[1], ds[1], "p50", "ttfb_ms")
@@ -133,7 +136,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["## Against the targets", ""]
         lines += _table(["figure", "target", "measured", "met"],
                         [[h["figure"], h["target"], h["value"] if isinstance(h["value"], str) else fmt(h["value"]),
-                          "yes" if h["met"] else "**no**"] for h in head])
+                          _met(h["met"])] for h in head])
         xcore = t.get("direct-xcore")
         if xcore and "proxy" in t and direct:
             x1 = _by(xcore["closed"], "concurrency").get(1)
@@ -158,6 +161,7 @@ def markdown(results: dict[str, Any]) -> str:
                           f"({fmt(p['max_rps'] / l_['max_rps'] if l_['max_rps'] else math.nan, 1)}x).")]
         lines.append("")
     lines += _paired(results)
+    lines += redis_target.markdown(results)
 
     lines += ["## Non-streaming, fixed concurrency (closed loop)", ""]
     rows = []
@@ -278,6 +282,11 @@ def _paired(results: dict[str, Any]) -> list[str]:
                        + fmt(statistics.median(cj["added_p99"])) + " ms; stream TTFB p50 "
                        + fmt(statistics.median(cs["added_p50"])) + " ms (medians over the rounds).")]
     return [*lines, ""]
+
+
+def _met(met: bool | None) -> str:
+    """The "met" column: yes, **no**, or skipped (None: not measured)."""
+    return "skipped" if met is None else "yes" if met else "**no**"
 
 
 def _noise_value(row: dict[str, Any]) -> float:

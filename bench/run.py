@@ -46,8 +46,9 @@ from typing import Any
 
 import yaml
 
-from bench import load
+from bench import load, redis_target
 from bench.procs import Process, free_port, plan_cores, wait_http
+from bench.redis_server import MISSING, REDIS_TIMEOUT, redis_binary, start_redis, state_section, times_down
 from bench.report import write_report
 from bench.stack import (
     CONTROLS_KEY,
@@ -185,7 +186,8 @@ class Bench:
             proc.stop()
         return out
 
-    async def bench_paired(self, proxy_port: int, controls_port: int | None = None) -> dict[str, Any]:
+    async def bench_paired(self, proxy_port: int, controls_port: int | None = None,
+                           redis_port: int | None = None) -> dict[str, Any]:
         """Direct and proxy at concurrency 1 in short alternating rounds (Python generator for both).
 
         The phases above measure direct and proxy minutes apart; on a shared VM the machine's
@@ -194,6 +196,8 @@ class Bench:
         direct one's in the same round: the median over the rounds is the paired figure.
         With ``controls_port``, the proxy with every gateway control on runs in the same rounds,
         and ``controls`` holds its figures minus the plain proxy's (what the controls add).
+        With ``redis_port`` too, the same controls with their state in Redis join the rounds, and
+        ``redis`` holds their figures minus the in-memory controls' (what Redis adds).
         """
         s = self.settings
         assert self.meter is not None
@@ -205,9 +209,12 @@ class Bench:
         if controls_port is not None:
             order.append(("proxy-controls", controls_port, None))
             out["controls"] = {kind: {"added_p50": [], "added_p99": []} for kind in kinds}
+        if controls_port is not None and redis_port is not None:
+            order.append((redis_target.NAME, redis_port, None))
+            out["redis"] = {kind: {"added_p50": [], "added_p99": []} for kind in kinds}
         for i in range(s.paired_rounds):
             rows = await paired_round(self.meter, kinds, order if i % 2 == 0 else order[::-1], s.paired_seconds,
-                                      keys={"proxy-controls": CONTROLS_KEY})
+                                      keys={"proxy-controls": CONTROLS_KEY, redis_target.NAME: CONTROLS_KEY})
             for kind in kinds:
                 proxy, direct = headline(kind, rows[kind]["proxy"]), headline(kind, rows[kind]["direct"])
                 for pct in ("p50", "p99"):
@@ -216,8 +223,13 @@ class Bench:
                     controlled = headline(kind, rows[kind]["proxy-controls"])
                     for pct in ("p50", "p99"):
                         out["controls"][kind][f"added_{pct}"].append(controlled[pct] - proxy[pct])
+                if "redis" in out:
+                    shared = headline(kind, rows[kind][redis_target.NAME])
+                    for pct in ("p50", "p99"):
+                        out["redis"][kind][f"added_{pct}"].append(shared[pct] - controlled[pct])
             self.say(f"paired round {i + 1}/{s.paired_rounds}: added p50 {out['json']['added_p50'][-1]:.3f} ms, "
-                     f"TTFB overhead p50 {out['stream']['added_p50'][-1]:.3f} ms")
+                     f"TTFB overhead p50 {out['stream']['added_p50'][-1]:.3f} ms"
+                     + (f", Redis adds p50 {out['redis']['json']['added_p50'][-1]:.3f} ms" if "redis" in out else ""))
         return out
 
     def start_proxy(self) -> tuple[Process, int]:
@@ -345,6 +357,7 @@ class Bench:
             proxy, port = self.start_proxy()
             profiler = self.start_profiler(proxy)
             controlled: Process | None = None
+            stack: tuple[Process, Process, int] | None = None
             try:
                 results["targets"]["proxy"] = await self.bench_target("proxy", port, proxy)
                 # the same proxy with keys, limits, budgets and prices on (issue 13), measured and paired
@@ -352,8 +365,15 @@ class Bench:
                                                         name="proxy-controls", controls=True)
                 results["targets"]["proxy-controls"] = await self.bench_target("proxy-controls", controls_port,
                                                                                controlled, key=CONTROLS_KEY)
-                results["paired"] = await self.bench_paired(port, controls_port)
+                # the same controls with their state in Redis (issue 17), when redis-server is installed
+                stack = await self.start_redis_target(results)
+                results["paired"] = await self.bench_paired(port, controls_port, stack[2] if stack else None)
+                if stack:
+                    await self.bench_redis(results, stack, controlled, controls_port)
             finally:
+                if stack is not None:
+                    stack[1].stop()
+                    stack[0].stop()
                 if controlled is not None:
                     controlled.stop()
                 proxy.stop()
@@ -369,6 +389,38 @@ class Bench:
             self.upstream.stop()
         results["duration_s"] = time.monotonic() - started
         return results
+
+    async def start_redis_target(self, results: dict[str, Any]) -> tuple[Process, Process, int] | None:
+        """(``redis-server``, the proxy with the controls' state in it, its port); None without redis-server (noted)."""
+        if redis_binary() is None:
+            results["redis"] = {"skipped": MISSING}
+            results["notes"].append(f"Redis target not measured: {MISSING}")
+            self.say(f"skipping the Redis target: {MISSING}")
+            return None
+        redis, url = start_redis(self.work, self.load_cores)
+        try:
+            shared, port = start_proxy(self.work, self.gateway_cores, self.ports, name=redis_target.NAME,
+                                       controls=True, sections={"state": state_section(url)})
+        except BaseException:
+            redis.stop()
+            raise
+        self.say(f"{redis_target.NAME}: controls with their state in Redis at {url}")
+        return redis, shared, port
+
+    async def bench_redis(self, results: dict[str, Any], stack: tuple[Process, Process, int],
+                          controlled: Process, controls_port: int) -> None:
+        """Throughput of the in-memory and the Redis controls, alternating; the paired latency is in ``paired``."""
+        s = self.settings
+        assert self.meter is not None
+        redis, shared, shared_port = stack
+        targets = [(redis_target.BASE, controls_port, controlled, CONTROLS_KEY),
+                   (redis_target.NAME, shared_port, shared, CONTROLS_KEY)]
+        for _name, port, _gateway, key in targets:
+            await load.closed_loop(load.Target("127.0.0.1", port, (JSON_BODY,), api_key=key), 16, s.warmup)
+        throughput = await redis_target.throughput_rounds(self.meter, targets, redis, s.paired_rounds,
+                                                          s.paired_seconds, say=self.say)
+        results["redis"] = {"paired": results["paired"]["redis"], "throughput": throughput,
+                            "redis_timeout": REDIS_TIMEOUT, "times_down": times_down(shared.log)}
 
     async def maybe_litellm(self, results: dict[str, Any]) -> None:
         """The LiteLLM comparison, when ``--litellm-venv`` names a virtualenv with it installed."""

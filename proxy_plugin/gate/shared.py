@@ -8,7 +8,8 @@ The script runs atomically in Redis, on Redis's clock (``TIME``), so N replicas 
 window and one budget: rpm 30 across three replicas is 30.
 
 Keys (under ``state.redis_prefix``): ``rl:req:<caller>`` (sorted set: request ids by
-time), ``rl:tok:<caller>`` / ``rl:toka:<caller>`` (token reservations by time / amount),
+time), ``rl:tok:<caller>`` / ``rl:toka:<caller>`` (token reservations by time / amount, and the
+window's running total in the field ``=``, so a check never sums the window),
 ``rl:fly:<caller>`` (hash: request id -> deadline: requests in flight),
 ``res:<counter>`` (hash: request id -> "amount deadline": budget reservations), and the
 ``counters`` hash (spend and budget periods, see ``state/redis.py``). Everything a
@@ -50,27 +51,48 @@ if limited then
   nreq = redis.call('ZCARD', KEYS[2])
   local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   if #first > 0 then oldreq = tonumber(first[2]) end
+  -- the token window keeps its total in toka's field '=': what leaves the window is taken off it,
+  -- so a check costs what expired since the last one, never the whole window
+  if redis.call('HEXISTS', KEYS[4], '=') == 0 and redis.call('EXISTS', KEYS[4]) == 1 then
+    local total = 0  -- a window written before the total was kept: summed once
+    for _, a in ipairs(redis.call('HVALS', KEYS[4])) do total = total + (tonumber(a) or 0) end
+    redis.call('HSET', KEYS[4], '=', total)
+  end
   local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', cutoff)
   if #gone > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', cutoff)
-    redis.call('HDEL', KEYS[4], unpack(gone))
+    local out = 0
+    for i = 1, #gone, 1000 do
+      local part = {unpack(gone, i, math.min(i + 999, #gone))}
+      for _, a in ipairs(redis.call('HMGET', KEYS[4], unpack(part))) do out = out + (tonumber(a) or 0) end
+      redis.call('HDEL', KEYS[4], unpack(part))
+    end
+    redis.call('HINCRBYFLOAT', KEYS[4], '=', -out)
   end
-  local toks = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
-  local amounts = {}
-  for i = 1, #toks, 2 do
-    local a = tonumber(redis.call('HGET', KEYS[4], toks[i]) or '0')
-    amounts[#amounts + 1] = {tonumber(toks[i + 1]), a}
-    tsum = tsum + a
+  local firsttok = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if #firsttok > 0 then
+    oldtok = tonumber(firsttok[2])
+    tsum = math.max(0, tonumber(redis.call('HGET', KEYS[4], '=') or '0'))
+  elseif redis.call('HEXISTS', KEYS[4], '=') == 1 then
+    redis.call('HSET', KEYS[4], '=', 0)  -- an empty window: drop the total's rounding drift
   end
-  if #amounts > 0 then oldtok = amounts[1][1] end
   if rpm >= 0 and nreq >= rpm then
     return {1, tostring(oldreq + win - now), nreq, tostring(tsum), tostring(oldreq - now), tostring(oldtok - now)}
   end
   if tpm >= 0 and tsum + est > tpm then
-    local over, wait = tsum + est - tpm, win
-    for _, e in ipairs(amounts) do
-      over = over - e[2]
-      if over <= 0 then wait = e[1] + win - now; break end
+    -- refused: the wait is until enough of the oldest reservations leave the window (read as far as needed)
+    local over, wait, at = tsum + est - tpm, win, 0
+    while over > 0 do
+      local page = redis.call('ZRANGE', KEYS[3], at, at + 99, 'WITHSCORES')
+      if #page == 0 then break end
+      local ids = {}
+      for i = 1, #page, 2 do ids[#ids + 1] = page[i] end
+      local amounts = redis.call('HMGET', KEYS[4], unpack(ids))
+      for i, a in ipairs(amounts) do
+        over = over - (tonumber(a) or 0)
+        if over <= 0 then wait = tonumber(page[2 * i]) + win - now; break end
+      end
+      at = at + 100
     end
     if est > tpm then wait = -1 end
     return {2, tostring(wait), nreq, tostring(tsum), tostring(oldreq - now), tostring(oldtok - now)}
@@ -109,6 +131,7 @@ if limited then
   if tpm >= 0 then
     redis.call('ZADD', KEYS[3], now, id)
     redis.call('HSET', KEYS[4], id, est)
+    redis.call('HINCRBYFLOAT', KEYS[4], '=', est)
     redis.call('EXPIRE', KEYS[3], math.ceil(win) + 1)
     redis.call('EXPIRE', KEYS[4], math.ceil(win) + 1)
   end
@@ -122,7 +145,13 @@ return {0, '0', nreq, tostring(tsum), tostring(oldreq - now), tostring(oldtok - 
 SETTLE = """
 local id = ARGV[1]
 redis.call('HDEL', KEYS[3], id)
-if ARGV[2] ~= '-1' and redis.call('HEXISTS', KEYS[2], id) == 1 then redis.call('HSET', KEYS[2], id, ARGV[2]) end
+if ARGV[2] ~= '-1' then
+  local old = redis.call('HGET', KEYS[2], id)
+  if old then
+    redis.call('HSET', KEYS[2], id, ARGV[2])
+    redis.call('HINCRBYFLOAT', KEYS[2], '=', tonumber(ARGV[2]) - tonumber(old))
+  end
+end
 local usd = tonumber(ARGV[3])
 for i = 1, tonumber(ARGV[4]) do
   redis.call('HDEL', KEYS[3 + i], id)

@@ -101,6 +101,7 @@ def test_smoke_run_reports_every_figure(tmp_path: Path, engine: str) -> None:
             assert len(controls) == settings["paired_rounds"] and all(math.isfinite(f) for f in controls)
 
     report = (tmp_path / "report.md").read_text()
+    check_redis_target(results, report)
     assert f"(median of {settings['paired_rounds']} paired rounds)" in report.split("## Against the targets")[1]
     for heading in ("## Paired rounds", "## Against the targets", "## Non-streaming, fixed concurrency", "## Non-streaming, fixed rate",
                     "## Streaming", "## Memory", "## The load generator's own ceiling"):
@@ -115,3 +116,25 @@ def test_smoke_run_reports_every_figure(tmp_path: Path, engine: str) -> None:
     if importlib.util.find_spec("matplotlib") is not None:
         png = tmp_path / "overhead.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def check_redis_target(results: dict[str, Any], report: str) -> None:
+    """Issue 17's row: measured (paired with the in-memory controls) when redis-server is installed, else skipped."""
+    targets_table = report.split("## Against the targets")[1].split("##")[0]
+    row = next(line for line in targets_table.splitlines() if "Redis adds <= 0.3 ms p50 over in-memory controls" in line)
+    redis = results["redis"]
+    if shutil.which("redis-server") is None:
+        assert "redis-server is not on PATH" in redis["skipped"] and row.endswith("| skipped |")
+        return
+    rounds = results["settings"]["paired_rounds"]
+    for kind in ("json", "stream"):
+        for pct in ("p50", "p99"):
+            figures = redis["paired"][kind][f"added_{pct}"]
+            assert len(figures) == rounds and all(math.isfinite(f) for f in figures)
+    assert redis["times_down"] == 0  # every request of the Redis target went through Redis
+    for name in ("proxy-controls", "proxy-controls-redis"):
+        figures = redis["throughput"]["by_target"][name]
+        assert len(figures["rps"]) == rounds and all(positive(v) for v in figures["rps"])
+        assert sum(figures["errors"]) == 0
+    assert all(positive(v) for v in redis["throughput"]["by_target"]["proxy-controls-redis"]["redis_cpu_us_per_req"])
+    assert "## Controls with their state in Redis (issue 17)" in report
