@@ -43,6 +43,13 @@ def period_bounds(period: str, wall: float) -> tuple[str, dt.datetime | None]:
     return ident, end
 
 
+def period_span(period: str, wall: float) -> tuple[float, float, str]:
+    """The period holding ``wall`` as (start, end as Unix times, its id): what a caller may cache until ``end``."""
+    period_bounds(period, wall)
+    start, end, ident, _ = _PERIODS[period]
+    return start, end, ident
+
+
 def _period_start(period: str, wall: float) -> float:
     """When the period holding ``wall`` began (Unix time; ``total``: always)."""
     now = dt.datetime.fromtimestamp(wall, dt.UTC)

@@ -39,7 +39,7 @@ from typing import Any
 
 from proxy_plugin.clock import Clock
 from proxy_plugin.config import ProxyConfig
-from proxy_plugin.gate.budgets import counter, period_bounds
+from proxy_plugin.gate.budgets import counter, period_span
 from proxy_plugin.gate.estimate import output_tokens, prompt_tokens
 from proxy_plugin.state.base import StateStore
 
@@ -95,6 +95,15 @@ class GlobalPace:
         self.usage = usage
         self.clock = clock
         self.held = 0.0  # the pacer's holds for calls in flight in this pool
+        self._span = (0.0, -1.0, "")  # the current period: (start, end, its counter), kept until it ends
+        self._last: tuple[Mapping[str, Any] | None, tuple[float, float]] = (None, (0.0, 0.0))  # body -> worst
+
+    def _period(self, wall: float) -> tuple[float, float, str]:
+        span = self._span
+        if not span[0] <= wall < span[1]:
+            start, end, ident = period_span(self.period, wall)
+            span = self._span = (start, end, counter("global", ident))
+        return span
 
     @property
     def typical_tokens(self) -> tuple[float, float]:
@@ -108,19 +117,20 @@ class GlobalPace:
 
     def worst_of(self, body: Mapping[str, Any]) -> tuple[float, float]:
         """The call's own worst case, estimated as the gate does."""
-        return float(prompt_tokens(body)), float(output_tokens(body, self.reserve_tokens))
+        last_body, worst = self._last
+        if body is not last_body:  # (the same body again: a retry, the next call of a composed request)
+            worst = (float(prompt_tokens(body)), float(output_tokens(body, self.reserve_tokens)))
+            self._last = (body, worst)
+        return worst
 
     def spent(self) -> float:
         """Settled spend of the current period plus the pacer's holds (never the gate's reservations)."""
-        period_id, _ = period_bounds(self.period, self.clock.wall())
-        return self.store().get(counter("global", period_id)) + self.held
+        return self.store().get(self._period(self.clock.wall())[2]) + self.held
 
     def left_in_period(self) -> float:
         """Seconds until the current period ends."""
         wall = self.clock.wall()
-        _, end = period_bounds(self.period, wall)
-        assert end is not None  # a total budget is not paced
-        return max(0.0, end.timestamp() - wall)
+        return max(0.0, self._period(wall)[1] - wall)  # (a total budget is not paced: its end is never inf here)
 
     def reserve(self, usd: float) -> None:
         """Hold ``usd`` for a call in flight."""

@@ -10,11 +10,15 @@ window and one budget: rpm 30 across three replicas is 30.
 Keys (under ``state.redis_prefix``): ``rl:req:<caller>`` (sorted set: request ids by
 time), ``rl:tok:<caller>`` / ``rl:toka:<caller>`` (token reservations by time / amount, and the
 window's running total in the field ``=``, so a check never sums the window),
-``rl:fly:<caller>`` (hash: request id -> deadline: requests in flight),
-``res:<counter>`` (hash: request id -> "amount deadline": budget reservations), and the
+``rl:flyz:<caller>`` (sorted set: request id by deadline: requests in flight, counted with
+``ZCARD``), ``resv:<counter>`` (hash: request id -> amount reserved, and their running total
+in the field ``=``) with ``resd:<counter>`` (sorted set: request id by deadline), and the
 ``counters`` hash (spend and budget periods, see ``state/redis.py``). Everything a
 request holds has a deadline (:data:`HOLD_TTL`), so a replica that dies mid-request
-frees its places and reservations when the deadline passes.
+frees its places and reservations when the deadline passes. No step reads every request
+in flight or every reservation: an admission costs O(log n) plus what expired since the
+last one, whatever the traffic (settles are sent in batches, so at a thousand requests a
+second a hundred settled requests can wait in a batch at any moment).
 
 Settling (:meth:`SharedHold.settle`) queues the :data:`SETTLE` script on the store's
 batch: the answer never waits for it.
@@ -35,7 +39,7 @@ from proxy_plugin.state.redis import RedisStore
 #: seconds a request's place in flight and its reservations last if its replica never settles them
 HOLD_TTL = 900
 
-# KEYS: counters, req, tok, toka, fly, res_1..res_n
+# KEYS: counters, req, tok, toka, flyz, then per budget i: resv_i, resd_i
 # ARGV: id, limited(0|1), rpm, tpm, parallel (-1: none), estimate, window, ttl, n, then name_i, amount_i, limit_i
 ADMIT = """
 local t = redis.call('TIME')
@@ -97,33 +101,43 @@ if limited then
     if est > tpm then wait = -1 end
     return {2, tostring(wait), nreq, tostring(tsum), tostring(oldreq - now), tostring(oldtok - now)}
   end
-  if par >= 0 then
-    local fly = redis.call('HGETALL', KEYS[5])
-    local live = 0
-    for i = 1, #fly, 2 do
-      if tonumber(fly[i + 1]) <= now then redis.call('HDEL', KEYS[5], fly[i]) else live = live + 1 end
-    end
-    if live >= par then
-      return {3, '1', nreq, tostring(tsum), tostring(oldreq - now), tostring(oldtok - now)}
-    end
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)  -- places whose replica never settled them
+  if par >= 0 and redis.call('ZCARD', KEYS[5]) >= par then
+    return {3, '1', nreq, tostring(tsum), tostring(oldreq - now), tostring(oldtok - now)}
   end
 end
 for i = 1, n do
   local name, amount, limit = ARGV[7 + 3 * i], tonumber(ARGV[8 + 3 * i]), tonumber(ARGV[9 + 3 * i])
+  local resv, resd = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
   local spent = tonumber(redis.call('HGET', KEYS[1], name) or '0')
+  local gone = redis.call('ZRANGEBYSCORE', resd, '-inf', now)  -- reservations past their deadline
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', resd, '-inf', now)
+    local out = 0
+    for j = 1, #gone, 1000 do
+      local part = {unpack(gone, j, math.min(j + 999, #gone))}
+      for _, a in ipairs(redis.call('HMGET', resv, unpack(part))) do out = out + (tonumber(a) or 0) end
+      redis.call('HDEL', resv, unpack(part))
+    end
+    redis.call('HINCRBYFLOAT', resv, '=', -out)
+  end
   local held = 0
-  local res = redis.call('HGETALL', KEYS[5 + i])
-  for j = 1, #res, 2 do
-    local a, d = string.match(res[j + 1], '(%S+) (%S+)')
-    if tonumber(d) <= now then redis.call('HDEL', KEYS[5 + i], res[j]) else held = held + tonumber(a) end
+  if redis.call('HLEN', resv) <= 1 then
+    if redis.call('HEXISTS', resv, '=') == 1 then redis.call('HSET', resv, '=', 0) end  -- none held: no drift
+  else
+    held = math.max(0, tonumber(redis.call('HGET', resv, '=') or '0'))
   end
   if spent + held + amount > limit then
     return {4 + i - 1, tostring(spent), tostring(held)}
   end
 end
 for i = 1, n do
-  redis.call('HSET', KEYS[5 + i], id, ARGV[8 + 3 * i] .. ' ' .. tostring(now + ttl))
-  redis.call('EXPIRE', KEYS[5 + i], ttl)
+  local resv, resd = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  redis.call('HSET', resv, id, ARGV[8 + 3 * i])
+  redis.call('HINCRBYFLOAT', resv, '=', ARGV[8 + 3 * i])
+  redis.call('ZADD', resd, now + ttl, id)
+  redis.call('EXPIRE', resv, ttl)
+  redis.call('EXPIRE', resd, ttl)
 end
 if limited then
   redis.call('ZADD', KEYS[2], now, id)
@@ -135,16 +149,16 @@ if limited then
     redis.call('EXPIRE', KEYS[3], math.ceil(win) + 1)
     redis.call('EXPIRE', KEYS[4], math.ceil(win) + 1)
   end
-  redis.call('HSET', KEYS[5], id, now + ttl)
+  redis.call('ZADD', KEYS[5], now + ttl, id)
   redis.call('EXPIRE', KEYS[5], ttl)
 end
 return {0, '0', nreq, tostring(tsum), tostring(oldreq - now), tostring(oldtok - now)}
 """
 
-# KEYS: counters, toka, fly, res_1..res_n; ARGV: id, tokens (-1: no tpm), usd, n, name_1..name_n
+# KEYS: counters, toka, flyz, then per budget i: resv_i, resd_i; ARGV: id, tokens (-1: no tpm), usd, n, name_1..name_n
 SETTLE = """
 local id = ARGV[1]
-redis.call('HDEL', KEYS[3], id)
+redis.call('ZREM', KEYS[3], id)
 if ARGV[2] ~= '-1' then
   local old = redis.call('HGET', KEYS[2], id)
   if old then
@@ -154,11 +168,27 @@ if ARGV[2] ~= '-1' then
 end
 local usd = tonumber(ARGV[3])
 for i = 1, tonumber(ARGV[4]) do
-  redis.call('HDEL', KEYS[3 + i], id)
+  local resv, resd = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local held = redis.call('HGET', resv, id)
+  if held then
+    redis.call('HDEL', resv, id)
+    local left = redis.call('HLEN', resv)
+    if left == 1 then
+      redis.call('HSET', resv, '=', 0)  -- only the total is left: none held, no rounding drift
+    elseif left > 1 then
+      redis.call('HINCRBYFLOAT', resv, '=', -tonumber(held))
+    end
+  end
+  redis.call('ZREM', resd, id)
   if usd ~= 0 then redis.call('HINCRBYFLOAT', KEYS[1], ARGV[4 + i], ARGV[3]) end
 end
 return 0
 """
+
+
+def budget_keys(store: RedisStore, names: list[str]) -> list[str]:
+    """Per budget counter: its reservations' hash and their deadlines' sorted set."""
+    return [key for name in names for key in (store.key("resv", name), store.key("resd", name))]
 
 
 class Scripts:
@@ -182,8 +212,8 @@ class SharedHold:
         """The request ended having used ``tokens`` and cost ``usd``: queue the settle (never awaited)."""
         store = self.scripts.store
         caller = self.caller or "-"
-        keys = [store.counters_key, store.key("rl", "toka", caller), store.key("rl", "fly", caller),
-                *(store.key("res", name) for name in self.budget_names)]
+        keys = [store.counters_key, store.key("rl", "toka", caller), store.key("rl", "flyz", caller),
+                *budget_keys(store, self.budget_names)]
         args = [self.id, tokens if self.tpm else -1, usd, len(self.budget_names), *self.budget_names]
         store.queue(self.scripts.settle, keys, args)
 
@@ -220,8 +250,8 @@ async def admit(controls: Controls, scripts: Scripts, client: Client, body: dict
     caller = ask.caller or "-"
     rid = uuid.uuid4().hex
     keys = [store.counters_key, store.key("rl", "req", caller), store.key("rl", "tok", caller),
-            store.key("rl", "toka", caller), store.key("rl", "fly", caller),
-            *(store.key("res", name) for name, _, _ in budgets)]
+            store.key("rl", "toka", caller), store.key("rl", "flyz", caller),
+            *budget_keys(store, [name for name, _, _ in budgets])]
     args: list[Any] = [rid, 1 if ask.caller is not None else 0,
                        *(-1 if v is None else v for v in (limits.rpm, limits.tpm, limits.max_parallel)),
                        ask.estimate, WINDOW, HOLD_TTL, len(budgets)]

@@ -17,7 +17,7 @@ import redis.asyncio as redis
 from proxy_plugin.gate.shared import ADMIT, SETTLE
 
 WINDOW = 0.3
-KEYS = ["t:counters", "t:rl:req:c", "t:rl:tok:c", "t:rl:toka:c", "t:rl:fly:c"]
+KEYS = ["t:counters", "t:rl:req:c", "t:rl:tok:c", "t:rl:toka:c", "t:rl:flyz:c"]
 
 
 @pytest.fixture
