@@ -26,8 +26,8 @@ batch: the answer never waits for it.
 
 from __future__ import annotations
 
+import itertools
 import math
-import uuid
 from typing import Any
 
 from proxy_plugin.gate.budgets import budget_refusal, claims_of
@@ -186,9 +186,32 @@ return 0
 """
 
 
+_HOLD_IDS = itertools.count(1)
+_KEYS: dict[tuple[str, str], tuple[str, ...]] = {}  # (prefix, caller or budget counter) -> its keys, made once
+
+
+def _caller_keys(store: RedisStore, caller: str) -> tuple[str, ...]:
+    """The counters hash and a caller's window and in-flight keys, as :data:`ADMIT` takes them."""
+    keys = _KEYS.get((store.prefix, caller))
+    if keys is None:
+        if len(_KEYS) >= 4096:  # callers are client IPs under ``anonymous``: bounded
+            _KEYS.clear()
+        keys = _KEYS[(store.prefix, caller)] = (store.counters_key, *(store.key("rl", kind, caller)
+                                                                       for kind in ("req", "tok", "toka", "flyz")))
+    return keys
+
+
 def budget_keys(store: RedisStore, names: list[str]) -> list[str]:
     """Per budget counter: its reservations' hash and their deadlines' sorted set."""
-    return [key for name in names for key in (store.key("resv", name), store.key("resd", name))]
+    out: list[str] = []
+    for name in names:
+        keys = _KEYS.get((store.prefix, "\x00" + name))
+        if keys is None:
+            if len(_KEYS) >= 4096:
+                _KEYS.clear()
+            keys = _KEYS[(store.prefix, "\x00" + name)] = (store.key("resv", name), store.key("resd", name))
+        out += keys
+    return out
 
 
 class Scripts:
@@ -212,8 +235,8 @@ class SharedHold:
         """The request ended having used ``tokens`` and cost ``usd``: queue the settle (never awaited)."""
         store = self.scripts.store
         caller = self.caller or "-"
-        keys = [store.counters_key, store.key("rl", "toka", caller), store.key("rl", "flyz", caller),
-                *budget_keys(store, self.budget_names)]
+        counters, _, _, toka, flyz = _caller_keys(store, caller)
+        keys = [counters, toka, flyz, *budget_keys(store, self.budget_names)]
         args = [self.id, tokens if self.tpm else -1, usd, len(self.budget_names), *self.budget_names]
         store.queue(self.scripts.settle, keys, args)
 
@@ -248,10 +271,8 @@ async def admit(controls: Controls, scripts: Scripts, client: Client, body: dict
     budgets = claims_of(ask.scopes, wall) if ask.scopes else []
     limits = ask.limits
     caller = ask.caller or "-"
-    rid = uuid.uuid4().hex
-    keys = [store.counters_key, store.key("rl", "req", caller), store.key("rl", "tok", caller),
-            store.key("rl", "toka", caller), store.key("rl", "flyz", caller),
-            *budget_keys(store, [name for name, _, _ in budgets])]
+    rid = f"{store.replica}{next(_HOLD_IDS):x}"  # unique across replicas: the replica's random id, then a count
+    keys = [*_caller_keys(store, caller), *budget_keys(store, [name for name, _, _ in budgets])]
     args: list[Any] = [rid, 1 if ask.caller is not None else 0,
                        *(-1 if v is None else v for v in (limits.rpm, limits.tpm, limits.max_parallel)),
                        ask.estimate, WINDOW, HOLD_TTL, len(budgets)]
