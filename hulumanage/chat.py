@@ -9,6 +9,7 @@ answer alike. Every failure becomes an OpenAI-shaped error answer.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Any, NamedTuple, Protocol
@@ -135,8 +136,10 @@ async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) 
             raise fanout_error(limit, f"this request could make {worst} upstream calls ({how})")
         # what the gate reserves for (budgets, tokens): the declared calls, or the cap when a layer declares none
         calls = limit if any(_undeclared(approaches[slug]) for slug in chain) else worst
-        ticket = await served.admit(client, GateRequest(data, chain, stream, head.client_ip, served.request_id,
+        ticket = served.admit(client, GateRequest(data, chain, stream, head.client_ip, served.request_id,
                                                         head.cache_control or "", extra, calls))
+        if inspect.isawaitable(ticket):  # the gate's state is shared (Redis): admission is a round trip
+            ticket = await ticket
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("request model=%s approach=%s stream=%s", data.get("model"), "&".join(chain), stream)
         answer = served.cached()

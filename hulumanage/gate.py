@@ -132,16 +132,21 @@ class Served:
         """Who is calling (the gate decides; None without a gate)."""
         return None if self.gate is None else self.gate.authenticate(api_key, client_ip)
 
-    async def admit(self, client: Any, request: GateRequest) -> Any:
-        """The gate's ticket for the request (None without a gate); raises the gate's refusal."""
+    def admit(self, client: Any, request: GateRequest) -> Any:
+        """The gate's ticket for the request (None without a gate), or an awaitable of it when the gate's
+        state is shared (Redis); raises the gate's refusal. Synchronous on the usual path: no coroutine a request."""
         self.chain = request.chain
         self.model = request.body.get("model")
         if self.gate is None:
             return None
         ticket = self.gate.admit(client, request)
         if inspect.isawaitable(ticket):
-            ticket = await ticket
+            return self._admitted(ticket)
         self.ticket = ticket
+        return ticket
+
+    async def _admitted(self, pending: Any) -> Any:
+        self.ticket = ticket = await pending
         return ticket
 
     def cached(self) -> Any:

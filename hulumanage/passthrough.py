@@ -19,6 +19,7 @@ The fast path serves chat only; these routes are aiohttp's.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from typing import Any
 
@@ -106,8 +107,10 @@ async def answer_route(route: str, app: web.Application, raw: bytes, head: Head,
         stream = route == "completions" and data.get("stream") is True
         call = Call(request=data, extra=extra, stream=stream, client=None, app=app, approaches=approaches,
                     api_key=api_key, chain=(slug,), allowed=app[ALLOWED])
-        ticket = await served.admit(client, GateRequest(data, (slug,), stream, head.client_ip, served.request_id,
+        ticket = served.admit(client, GateRequest(data, (slug,), stream, head.client_ip, served.request_id,
                                                         head.cache_control or "", extra, route=route))
+        if inspect.isawaitable(ticket):  # the gate's state is shared (Redis): admission is a round trip
+            ticket = await ticket
         if ticket is not None:  # the upstream call reports its usage to it
             call = call.replace(ticket=ticket)
         answer = served.cached()

@@ -151,9 +151,13 @@ class Hold:
         self.settled = True
         tokens, usd = 0, 0.0
         if answered:
-            if self.parts:
-                tokens = sum(p[2] + p[3] for p in self.parts)
-                usd = sum(p[4] for p in self.parts)
+            parts = self.parts
+            if len(parts) == 1:  # the usual request: one upstream answer
+                _, _, prompt, completion, usd = parts[0]
+                tokens = prompt + completion
+            elif parts:
+                tokens = sum(p[2] + p[3] for p in parts)
+                usd = sum(p[4] for p in parts)
                 usage = self.controls.usage
                 if usage is not None:  # budget pacing plans with the typical answer
                     for part in self.parts:

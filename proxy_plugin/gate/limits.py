@@ -208,16 +208,17 @@ def headers_of(window: Window, limits: Limits, now: float, taking: int = 0, esti
     oldest request (tokens) in the window leaves it, i.e. until ``remaining`` grows.
     """
     headers: dict[str, str] = {}
-    if limits.rpm is not None:
-        used = window.request_count + taking
-        headers["x-ratelimit-limit-requests"] = str(limits.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - used))
+    rpm, tpm = limits.rpm, limits.tpm
+    if rpm is not None:
+        left = rpm - window.request_count - taking
+        headers["x-ratelimit-limit-requests"] = str(rpm)
+        headers["x-ratelimit-remaining-requests"] = str(left) if left > 0 else "0"
         headers["x-ratelimit-reset-requests"] = _duration(window.reset() - now if window.buckets
                                                           else WINDOW if taking else 0.0)
-    if limits.tpm is not None:
-        used_tokens = window.token_sum + (estimate if taking else 0.0)
-        headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, math.floor(limits.tpm - used_tokens)))
+    if tpm is not None:
+        left_tokens = math.floor(tpm - window.token_sum - (estimate if taking else 0.0))
+        headers["x-ratelimit-limit-tokens"] = str(tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(left_tokens) if left_tokens > 0 else "0"
         headers["x-ratelimit-reset-tokens"] = _duration(_token_reset(window) - now if window.token_sum > 0
                                                         else WINDOW if taking else 0.0)
     return headers

@@ -9,7 +9,7 @@ its key and three of the providers). Refused, failed and cache-hit requests are 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from proxy_plugin.state.base import StateStore
@@ -39,8 +39,16 @@ def _counter_names(kind: str, name: str) -> tuple[str, str, str, str]:
     return names
 
 
-def record(store: StateStore, client: str, parts: Iterable[Part]) -> None:
+def record(store: StateStore, client: str, parts: Sequence[Part]) -> None:
     """One answered request of ``client`` and the upstream answers it took."""
+    if len(parts) == 1:  # the usual request: one upstream answer
+        provider, model, prompt, completion, usd = parts[0]
+        p, m, k = (_counter_names("providers", provider), _counter_names("models", model),
+                   _counter_names("keys", client))
+        store.add_many(((p[0], 1), (p[1], prompt), (p[2], completion), (p[3], usd),
+                        (m[0], 1), (m[1], prompt), (m[2], completion), (m[3], usd),
+                        (k[0], 1), (k[1], prompt), (k[2], completion), (k[3], usd)))
+        return
     prompt_sum = completion_sum = 0
     usd_sum = 0.0
     amounts: list[tuple[str, float]] = []

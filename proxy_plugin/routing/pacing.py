@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from proxy_plugin.provider import Provider
 
 RATE_HALF_LIFE = 60.0
+_TAU = RATE_HALF_LIFE / math.log(2)  # the decay's time constant
 
 
 class PaceBudget(Protocol):
@@ -112,11 +113,13 @@ class Pacer:
         """Requests per second lately (this one counted)."""
         if self._stamp is None:
             self._stamp = self._first = now
-        self._count = self._count * 0.5 ** ((now - self._stamp) / RATE_HALF_LIFE) + 1.0
+        elapsed = now - self._stamp
+        self._count = (self._count * 0.5 ** (elapsed / RATE_HALF_LIFE) if elapsed else self._count) + 1.0
         self._stamp = now
         assert self._first is not None
-        tau = RATE_HALF_LIFE / math.log(2)
-        window = tau * (1.0 - math.exp(-(now - self._first) / tau))
+        age = now - self._first
+        # the decayed count's horizon: tau (1 - e^(-age / tau)), tau itself once that is past 1e-9 of it
+        window = _TAU if age > 21 * _TAU else _TAU * (1.0 - math.exp(-age / _TAU))
         return self._count / max(window, self.warmup)
 
     def apply(self, order: Sequence[Provider], model: str,
