@@ -30,6 +30,8 @@ import itertools
 import math
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from proxy_plugin.gate.budgets import budget_refusal, claims_of
 from proxy_plugin.gate.clients import Client
 from proxy_plugin.gate.controls import Controls, Hold
@@ -222,6 +224,16 @@ class Scripts:
         self.admit = store.register_script(ADMIT)
         self.settle = store.register_script(SETTLE)
 
+    async def run_admit(self, keys: list[str], args: list[Any]) -> Any:
+        """:data:`ADMIT` on the store's lean lane (``state/lane.py``), else (or when Redis forgot it) redis-py's."""
+        lane = self.store.lane
+        if lane is not None:
+            try:
+                return await lane.evalsha(self.admit.sha, keys, args)
+            except NoScriptError:
+                pass  # a restarted Redis: redis-py's call loads the script again
+        return await self.admit(keys=keys, args=args)
+
 
 class SharedHold:
     """What a request reserved in Redis: settled by one queued :data:`SETTLE`."""
@@ -278,7 +290,7 @@ async def admit(controls: Controls, scripts: Scripts, client: Client, body: dict
                        ask.estimate, WINDOW, HOLD_TTL, len(budgets)]
     for name, limit, _ in budgets:
         args += [name, repr(ask.worst), repr(limit)]
-    reply = await store.call(lambda: scripts.admit(keys=keys, args=args))
+    reply = await store.call(lambda: scripts.run_admit(keys, args))
     code = int(reply[0])
     if code >= 4:
         i = code - 4

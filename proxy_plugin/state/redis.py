@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from proxy_plugin.config.schema import StateConfig
+from proxy_plugin.state.lane import Lane, lane_for
 from proxy_plugin.state.memory import BatchedStore
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class RedisStore(BatchedStore):
             socket_timeout=config.redis_timeout, socket_connect_timeout=config.redis_timeout,
             retry=Retry(NoBackoff(), 0))
         self.client = Redis(connection_pool=pool)
+        self.lane: Lane | None = lane_for(config.redis_url)  # the admission's round trip (lane.py), or None
         self.up = False
         self.counters_key = self.prefix + "counters"
         self._ops: list[tuple[Any, list[str], list[Any]]] = []  # (script, keys, args) not yet run
@@ -90,6 +92,8 @@ class RedisStore(BatchedStore):
 
     def went_down(self, exc: BaseException) -> None:
         """Mark the backend down and say so once (until it is up again)."""
+        if self.lane is not None:
+            self.lane.close()  # a call past the timeout: its connection is not trusted again
         if self.up:
             self.up = False
             what = "refusing requests with 503" if self.policy == "closed" else "using per-process state"
@@ -206,6 +210,8 @@ class RedisStore(BatchedStore):
 
     async def close(self) -> None:
         """Send what is left (bounded), stop the task, close the connections."""
+        if self.lane is not None:
+            self.lane.close()
         self._stop.set()
         if self._task is not None:
             await self._task
