@@ -29,18 +29,17 @@ from proxy_plugin.gate.clients import Client
 from proxy_plugin.gate.controls import Controls, Hold
 from proxy_plugin.gate.limits import WINDOW, RateLimiter
 from proxy_plugin.gate.pace import GlobalPace, TypicalUsage, paces
-from proxy_plugin.gate.shared import Scripts
-from proxy_plugin.gate.shared import admit as shared_admit
-from proxy_plugin.gate.shared_cache import SharedCache
 from proxy_plugin.gate.spend import snapshot as spend_snapshot
 from proxy_plugin.state import MemoryStore, StateStore, make_store
-from proxy_plugin.state.redis import RedisDown, RedisStore
+from proxy_plugin.state.base import RedisDown
 
 if TYPE_CHECKING:
     from proxy_plugin.attempts import Outcome
     from proxy_plugin.config import ProxyConfig
+    from proxy_plugin.gate.shared import Scripts
     from proxy_plugin.metrics import Metrics
     from proxy_plugin.runtime import ProxyRuntime
+    from proxy_plugin.state.redis import RedisStore
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +81,12 @@ class RequestGate:
             await store.open()
             self.store = store
             self._controls = None  # rebuilt on the opened store
-            if isinstance(store, RedisStore):
+            if config.state.backend == "redis":  # the Redis client is loaded only then
+                from proxy_plugin.gate.shared import Scripts
+                from proxy_plugin.gate.shared_cache import SharedCache
+                from proxy_plugin.state.redis import RedisStore
+
+                assert isinstance(store, RedisStore)
                 self.redis = store
                 self.scripts = Scripts(store)
                 self.cache.store = SharedCache(store, self.runtime.clock)
@@ -178,7 +182,8 @@ class RequestGate:
         if controls.active:
             try:
                 try:
-                    ticket.hold = await shared_admit(controls, scripts, client, request.body, getattr(request, "fanout", 1))
+                    ticket.hold = await scripts.admit_request(controls, client, request.body,
+                                                              getattr(request, "fanout", 1))
                 except RedisDown:
                     if redis.policy == "closed":
                         raise backend_unavailable() from None

@@ -224,6 +224,10 @@ class Scripts:
         self.admit = store.register_script(ADMIT)
         self.settle = store.register_script(SETTLE)
 
+    async def admit_request(self, controls: Controls, client: Client, body: dict[str, Any], calls: int = 1) -> Hold:
+        """:func:`admit` with these scripts."""
+        return await admit(controls, self, client, body, calls)
+
     async def run_admit(self, keys: list[str], args: list[Any]) -> Any:
         """:data:`ADMIT` on the store's lean lane (``state/lane.py``), else (or when Redis forgot it) redis-py's."""
         lane = self.store.lane

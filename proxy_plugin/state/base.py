@@ -17,6 +17,14 @@ from typing import Protocol
 Claim = tuple[str, float, float]
 
 
+class RedisDown(Exception):
+    """Redis did not answer within ``redis_timeout`` (or is known down): apply ``on_redis_down``.
+
+    Here, not in ``redis.py``, so that what catches it does not import the Redis client: a
+    process without ``state.backend: redis`` never loads it.
+    """
+
+
 class StateStore(Protocol):
     """Counters (kept across restarts by a durable backend) and in-flight reservations (never kept)."""
 

@@ -26,10 +26,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy_plugin.breaker import CLOSED, OPEN
-from proxy_plugin.state.redis import RedisDown, RedisStore
+from proxy_plugin.state.base import RedisDown
 
 if TYPE_CHECKING:
     from proxy_plugin.pool import Pool
+    from proxy_plugin.state.redis import RedisStore
 
 SEP = "\x1f"
 #: seconds a replica waits past another's opening before probing itself (the opener probes first)

@@ -34,8 +34,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from proxy_plugin.config.schema import StateConfig
+from proxy_plugin.state.base import RedisDown
 from proxy_plugin.state.lane import Lane, lane_for
 from proxy_plugin.state.memory import BatchedStore
+
+__all__ = ["RedisDown", "RedisStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +46,6 @@ FLUSH_INTERVAL = 0.1     # seconds between two batches sent
 MIRROR_INTERVAL = 0.25   # seconds between two reads of the shared counters (and of the pollers)
 PROBE_INTERVAL = 0.5     # seconds between two pings while Redis is down
 POOL_SIZE = 32           # connections per process (a request waits for one within its timeout)
-
-
-class RedisDown(Exception):
-    """Redis did not answer within ``redis_timeout`` (or is known down): apply ``on_redis_down``."""
 
 
 #: A periodic reader run by the store's background task while Redis is up (circuits, health verdicts).
