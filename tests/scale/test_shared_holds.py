@@ -8,26 +8,12 @@ running total and a sorted set of deadlines. These tests run the two scripts as 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as redis
-
-from proxy_plugin.gate.shared import ADMIT, SETTLE
 
 LIMITS = ["h:counters", "h:rl:req:c", "h:rl:tok:c", "h:rl:toka:c", "h:rl:flyz:c"]
 BUDGET = ["h:resv:b", "h:resd:b"]
-
-
-@pytest.fixture
-async def scripts(redis_server: Any) -> AsyncIterator[tuple[Any, Any, Any]]:
-    """(client, admit, settle) on the test's Redis."""
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        yield client, client.register_script(ADMIT), client.register_script(SETTLE)
-    finally:
-        await client.aclose()
 
 
 async def admit(script: Any, rid: str, parallel: int = -1, usd: float | None = None, limit: float = 1.0,

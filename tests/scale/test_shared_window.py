@@ -8,26 +8,10 @@ the two scripts as the gate does, with a window of a fraction of a second.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
-import redis.asyncio as redis
-
-from proxy_plugin.gate.shared import ADMIT, SETTLE
 
 WINDOW = 0.3
 KEYS = ["t:counters", "t:rl:req:c", "t:rl:tok:c", "t:rl:toka:c", "t:rl:flyz:c"]
-
-
-@pytest.fixture
-async def scripts(redis_server: Any) -> AsyncIterator[tuple[Any, Any, Any]]:
-    """(client, admit, settle) on the test's Redis."""
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        yield client, client.register_script(ADMIT), client.register_script(SETTLE)
-    finally:
-        await client.aclose()
 
 
 async def admit(script: Any, rid: str, estimate: float, tpm: float = 100) -> list[Any]:
