@@ -114,11 +114,7 @@ async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) 
         validate_request(data)
         options = app[OPTIONS]
         chain = resolve_chain(data, approaches, options.approach, app[ALLOWED])
-        extra: dict[str, Any] = {}
-        if "hulumanage_approach" in data:
-            extra["hulumanage_approach"] = data.pop("hulumanage_approach")
-        for name in app[PARAMS].intersection(data):
-            extra[name] = data.pop(name)
+        extra = host_fields(app, data)
         # a gateway key is never sent upstream: with client keys on, the bearer token is the gateway's
         api_key = None if served.keys_required else bearer(head.authorization)
         limit = options.max_fanout
@@ -198,6 +194,16 @@ def admitted_body(raw: bytes, head: Head, served: Served) -> tuple[Any, Any]:
     if isinstance(data, (dict, list)):
         check_depth(data)
     return client, data
+
+
+def host_fields(app: web.Application, data: dict[str, Any]) -> dict[str, Any]:
+    """The host's own fields taken out of the body: ``hulumanage_approach`` and the approaches' parameters."""
+    extra: dict[str, Any] = {}
+    if "hulumanage_approach" in data:
+        extra["hulumanage_approach"] = data.pop("hulumanage_approach")
+    for name in app[PARAMS].intersection(data):
+        extra[name] = data.pop(name)
+    return extra
 
 
 def _undeclared(approach: Any) -> bool:

@@ -26,10 +26,10 @@ from typing import Any
 from aiohttp import web
 
 from hulumanage import api
-from hulumanage.appkeys import ALLOWED, APPROACHES, OPTIONS, PARAMS
+from hulumanage.appkeys import ALLOWED, APPROACHES, OPTIONS
 from hulumanage.call import Call
 from hulumanage.chain import bearer, resolve_chain
-from hulumanage.chat import Head, Reply, admitted_body, error_reply, reply_of
+from hulumanage.chat import Head, Reply, admitted_body, error_reply, host_fields, reply_of
 from hulumanage.errors import ApiError
 from hulumanage.gate import GateRequest, Served
 from hulumanage.validate import FIELD_TYPES
@@ -91,11 +91,7 @@ async def answer_route(route: str, app: web.Application, raw: bytes, head: Head,
         validate_route_request(route, data)
         options = app[OPTIONS]
         chain = resolve_chain(data, approaches, options.approach, app[ALLOWED])
-        extra: dict[str, Any] = {}
-        if "hulumanage_approach" in data:
-            extra["hulumanage_approach"] = data.pop("hulumanage_approach")
-        for name in app[PARAMS].intersection(data):
-            extra[name] = data.pop(name)
+        extra = host_fields(app, data)
         slug = serving_approach(chain, approaches, options.approach)
         serve = getattr(approaches[slug], route, None)
         if serve is None:
