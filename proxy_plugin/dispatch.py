@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy_plugin.attempts import Attempts, Outcome
 from proxy_plugin.classify import Failure
+from proxy_plugin.errors import ProxyError
 from proxy_plugin.provider import Provider
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ class Observer(Protocol):
 
     def record(self, provider: str, model: str, usage: dict[str, Any]) -> None:
         """An answer's token usage, as the provider reported it."""
+
+    def refused(self, reason: str) -> None:
+        """The pool refused the request before any attempt (``budget``: budget pacing shed it)."""
 
 
 class Exchange(Protocol):
@@ -102,7 +106,12 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
     observer = exchange.observer
     clock = pool.clock.monotonic
     async with pool.admission():
-        run = pool.attempts(exchange.model, exchange.body)
+        try:
+            run = pool.attempts(exchange.model, exchange.body)
+        except ProxyError as exc:
+            if observer is not None and exc.reason is not None:
+                observer.refused(exc.reason)
+            raise
         try:
             # closed here, not by the garbage collector: the provider's slot is back before the answer leaves
             async with contextlib.aclosing(run.candidates()) as candidates:

@@ -304,6 +304,10 @@ class Ticket:
         if self.metrics is not None:
             self._count_usage(provider, model, prompt, completion)
 
+    def refused(self, reason: str) -> None:
+        """The pool refused the request before any attempt: counted as the gate's own refusals are."""
+        self.gate.limited(reason)
+
     # -- from the host -----------------------------------------------------------------
 
     def headers(self) -> dict[str, str]:

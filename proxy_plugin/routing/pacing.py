@@ -77,7 +77,7 @@ class PaceBudget(Protocol):
 def budget_exceeded(message: str, retry_after: float) -> ProxyError:
     """The 429 a paced-out request gets."""
     return ProxyError(429, message, "rate_limit_error", "budget_exceeded",
-                      {"Retry-After": str(max(1, math.ceil(retry_after)))})
+                      {"Retry-After": str(max(1, math.ceil(retry_after)))}, reason="budget")
 
 
 class Pacer:

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support.harness import write_config
 from support.helpers import entry
 
@@ -102,6 +103,11 @@ async def test_when_even_the_cheapest_overruns_the_pace_some_are_shed_and_the_bu
     assert {"paced", "budget"} & set(late)  # and then it stopped, short of the limit
     assert len(dear.chat_requests()) + len(cheap.chat_requests()) == early.count("cheap") + sum(
         s in ("dear", "cheap") for s in late)
+    async with http.get(f"{host.url}/metrics") as resp:  # paced and budget 429s alike count as "budget"
+        counted = {sample.labels.get("reason"): sample.value for family in
+                   text_string_to_metric_families(await resp.text()) for sample in family.samples
+                   if sample.name == "hulumanage_rate_limited_total"}
+    assert counted.get("budget") == sum(s in ("paced", "budget") for s in early + late)
 
 
 async def test_pace_budget_false_turns_pacing_off(fakes, proxy, clock) -> None:
