@@ -202,25 +202,36 @@ class RateLimiter:
 
 
 def headers_of(window: Window, limits: Limits, now: float, taking: int = 0, estimate: float = 0.0) -> dict[str, str]:
-    """OpenAI's ``x-ratelimit-*`` headers: the requests trio when rpm is set, the tokens trio when tpm is.
+    """The ``x-ratelimit-*`` headers (:func:`rate_headers`) from this process's view of ``window``.
 
     ``remaining`` counts this request in when ``taking``; ``reset`` is the time until the
     oldest request (tokens) in the window leaves it, i.e. until ``remaining`` grows.
     """
+    return rate_headers(limits, window.request_count + taking, window.token_sum + (estimate if taking else 0.0),
+                        window.reset() - now if window.buckets else WINDOW if taking else 0.0,
+                        _token_reset(window) - now if window.token_sum > 0 else WINDOW if taking else 0.0)
+
+
+def rate_headers(limits: Limits, requests: int, tokens: float, requests_reset: float,
+                 tokens_reset: float) -> dict[str, str]:
+    """OpenAI's ``x-ratelimit-*`` headers: the requests trio when rpm is set, the tokens trio when tpm is.
+
+    ``requests`` and ``tokens``: what the window holds (this request counted in when it is
+    taken); the resets: seconds until ``remaining`` grows. The shared (Redis) window's
+    headers are made here too, from the admission script's figures.
+    """
     headers: dict[str, str] = {}
     rpm, tpm = limits.rpm, limits.tpm
     if rpm is not None:
-        left = rpm - window.request_count - taking
+        left = rpm - requests
         headers["x-ratelimit-limit-requests"] = str(rpm)
         headers["x-ratelimit-remaining-requests"] = str(left) if left > 0 else "0"
-        headers["x-ratelimit-reset-requests"] = _duration(window.reset() - now if window.buckets
-                                                          else WINDOW if taking else 0.0)
+        headers["x-ratelimit-reset-requests"] = _duration(requests_reset)
     if tpm is not None:
-        left_tokens = math.floor(tpm - window.token_sum - (estimate if taking else 0.0))
+        left_tokens = math.floor(tpm - tokens)
         headers["x-ratelimit-limit-tokens"] = str(tpm)
         headers["x-ratelimit-remaining-tokens"] = str(left_tokens) if left_tokens > 0 else "0"
-        headers["x-ratelimit-reset-tokens"] = _duration(_token_reset(window) - now if window.token_sum > 0
-                                                        else WINDOW if taking else 0.0)
+        headers["x-ratelimit-reset-tokens"] = _duration(tokens_reset)
     return headers
 
 

@@ -27,7 +27,6 @@ batch: the answer never waits for it.
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 from redis.exceptions import NoScriptError
@@ -35,7 +34,7 @@ from redis.exceptions import NoScriptError
 from proxy_plugin.gate.budgets import budget_refusal, claims_of
 from proxy_plugin.gate.clients import Client
 from proxy_plugin.gate.controls import Controls, Hold
-from proxy_plugin.gate.limits import WINDOW, _duration, _refusal
+from proxy_plugin.gate.limits import WINDOW, _refusal, rate_headers
 from proxy_plugin.state.redis import RedisStore
 
 #: seconds a request's place in flight and its reservations last if its replica never settles them
@@ -192,27 +191,27 @@ _HOLD_IDS = itertools.count(1)
 _KEYS: dict[tuple[str, str], tuple[str, ...]] = {}  # (prefix, caller or budget counter) -> its keys, made once
 
 
+def _keys(store: RedisStore, tag: str, name: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """``store.key(kind, name)`` for each of ``kinds``, made once per prefix and name (``tag`` tells callers from
+    budgets apart); callers are client IPs under ``anonymous``, so the table is bounded."""
+    keys = _KEYS.get((store.prefix, tag + name))
+    if keys is None:
+        if len(_KEYS) >= 4096:
+            _KEYS.clear()
+        keys = _KEYS[(store.prefix, tag + name)] = tuple(store.key(*kind.split(":"), name) for kind in kinds)
+    return keys
+
+
 def _caller_keys(store: RedisStore, caller: str) -> tuple[str, ...]:
     """The counters hash and a caller's window and in-flight keys, as :data:`ADMIT` takes them."""
-    keys = _KEYS.get((store.prefix, caller))
-    if keys is None:
-        if len(_KEYS) >= 4096:  # callers are client IPs under ``anonymous``: bounded
-            _KEYS.clear()
-        keys = _KEYS[(store.prefix, caller)] = (store.counters_key, *(store.key("rl", kind, caller)
-                                                                       for kind in ("req", "tok", "toka", "flyz")))
-    return keys
+    return (store.counters_key, *_keys(store, "c", caller, ("rl:req", "rl:tok", "rl:toka", "rl:flyz")))
 
 
 def budget_keys(store: RedisStore, names: list[str]) -> list[str]:
     """Per budget counter: its reservations' hash and their deadlines' sorted set."""
     out: list[str] = []
     for name in names:
-        keys = _KEYS.get((store.prefix, "\x00" + name))
-        if keys is None:
-            if len(_KEYS) >= 4096:
-                _KEYS.clear()
-            keys = _KEYS[(store.prefix, "\x00" + name)] = (store.key("resv", name), store.key("resd", name))
-        out += keys
+        out += _keys(store, "b", name, ("resv", "resd"))
     return out
 
 
@@ -259,21 +258,10 @@ class SharedHold:
 
 def _headers(limits: Any, nreq: int, tsum: float, estimate: float, oldreq: float, oldtok: float,
              taking: bool) -> dict[str, str]:
-    """The ``x-ratelimit-*`` headers from the script's view of the window (as ``limits.headers_of`` does)."""
-    headers: dict[str, str] = {}
-    if limits.rpm is not None:
-        used = nreq + (1 if taking else 0)
-        headers["x-ratelimit-limit-requests"] = str(limits.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - used))
-        headers["x-ratelimit-reset-requests"] = _duration(oldreq + WINDOW if oldreq > -WINDOW and nreq
-                                                          else WINDOW if taking else 0.0)
-    if limits.tpm is not None:
-        used_tokens = tsum + (estimate if taking else 0.0)
-        headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, math.floor(limits.tpm - used_tokens)))
-        headers["x-ratelimit-reset-tokens"] = _duration(oldtok + WINDOW if oldtok > -WINDOW and tsum
-                                                        else WINDOW if taking else 0.0)
-    return headers
+    """The ``x-ratelimit-*`` headers (``limits.rate_headers``) from the script's view of the window."""
+    return rate_headers(limits, nreq + (1 if taking else 0), tsum + (estimate if taking else 0.0),
+                        oldreq + WINDOW if oldreq > -WINDOW and nreq else WINDOW if taking else 0.0,
+                        oldtok + WINDOW if oldtok > -WINDOW and tsum else WINDOW if taking else 0.0)
 
 
 async def admit(controls: Controls, scripts: Scripts, client: Client, body: dict[str, Any], calls: int = 1) -> Hold:
