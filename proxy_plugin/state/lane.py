@@ -122,27 +122,19 @@ class Lane:
 
     @staticmethod
     async def _send(protocol: _Protocol, command: Sequence[Any]) -> Any:
+        """Send ``command``, wait for its reply; an error reply raises (``NOSCRIPT``: :class:`NoScriptError`)."""
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         protocol.waiting.append(waiter)
         protocol.transport.write(pack(*command))
         reply = await waiter
         if isinstance(reply, hiredis.ReplyError):
-            raise ResponseError(str(reply))
+            message = str(reply)
+            raise NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
         return reply
 
     async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run the loaded script ``sha``; :class:`~redis.exceptions.NoScriptError` when Redis does not have it."""
-        protocol = await self._connection()
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        protocol.waiting.append(waiter)
-        protocol.transport.write(pack("EVALSHA", sha, len(keys), *keys, *args))
-        reply = await waiter
-        if isinstance(reply, hiredis.ReplyError):
-            message = str(reply)
-            if message.startswith("NOSCRIPT"):
-                raise NoScriptError(message)
-            raise ResponseError(message)
-        return reply
+        return await self._send(await self._connection(), ("EVALSHA", sha, len(keys), *keys, *args))
 
     def close(self) -> None:
         """Drop the connection (the next call connects again)."""
