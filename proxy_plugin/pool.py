@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
@@ -87,10 +86,16 @@ class Pool:
 
         ``path``: None for a chat completion, else a route of :data:`~proxy_plugin.provider.ROUTES`.
         """
-        async with contextlib.aclosing(dispatch(self, BufferedExchange(self, body, observer, path))) as answers:
-            async for answer in answers:
-                return answer  # type: ignore[no-any-return]
-        raise AssertionError("dispatch ended without an answer or an error")
+        answers = dispatch(self, BufferedExchange(self, body, observer, path))
+        try:
+            answer = await anext(answers, None)
+            # dispatch returns right after its answer: run it to its end, so that its blocks close
+            # on a plain return, not on a GeneratorExit thrown through them (about 1 µs a request)
+            if answer is None or await anext(answers, None) is not None:
+                raise AssertionError("dispatch must yield exactly one answer or raise")
+            return answer  # type: ignore[no-any-return]
+        finally:
+            await answers.aclose()  # (a no-op once it has ended; a cancelled request closes it here)
 
     def stream(self, body: dict[str, Any], observer: Observer | None = None,
                path: str | None = None) -> AsyncGenerator[bytes, None]:
