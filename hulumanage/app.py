@@ -13,7 +13,8 @@ import pluggy
 from aiohttp import web
 
 from hulumanage import admin, api, passthrough
-from hulumanage.appkeys import ALLOWED, APPROACHES, GATE, GUARD, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.appkeys import ALLOWED, APPROACHES, GATE, GUARD, HIT_LANE, HTTP, OPTIONS, PARAMS, PLUGIN_MANAGER
+from hulumanage.chat import HitLane
 from hulumanage.gate import access_log_to
 from hulumanage.guard import Guard
 from hulumanage.plugins import collect_approaches, get_plugin_manager
@@ -112,6 +113,7 @@ def make_app(options: argparse.Namespace, pm: pluggy.PluginManager | None = None
     app.router.add_get("/health", api.cross_site_checked(api.health))
     app.router.add_post("/admin/reload", api.cross_site_checked(admin.reload))  # + Host, token: admin.refusal
     app[GATE] = None
+    app[HIT_LANE] = HitLane()
     app.on_startup.append(_request_gate)  # after every lifespan's start (cleanup_ctx runs first)
     pm.hook.register_routes(app=app, options=options)
     app.router.add_route("*", "/{tail:.*}", api.cross_site_checked(api.not_found))  # OpenAI-shaped 404/405, preflights

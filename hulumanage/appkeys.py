@@ -23,5 +23,6 @@ ALLOWED: web.AppKey[frozenset[str]] = web.AppKey("hulumanage_allowed_approaches"
 GUARD = web.AppKey("hulumanage_guard", Guard)
 STATS: web.AppKey[dict[str, Any]] = web.AppKey("hulumanage_stats")
 GATE: web.AppKey[Any] = web.AppKey("hulumanage_gate")  # the request gate a plugin offers (None: none)
+HIT_LANE: web.AppKey[Any] = web.AppKey("hulumanage_hit_lane")  # hulumanage.chat.HitLane: bodies the gate answered
 
-__all__ = ["ALLOWED", "APPROACHES", "GATE", "GUARD", "HTTP", "OPTIONS", "PARAMS", "PLUGIN_MANAGER", "STATS"]
+__all__ = ["ALLOWED", "APPROACHES", "GATE", "GUARD", "HIT_LANE", "HTTP", "OPTIONS", "PARAMS", "PLUGIN_MANAGER", "STATS"]

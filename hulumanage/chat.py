@@ -5,6 +5,13 @@ checks (``guard.py``), the request id, the request gate (who calls, may they, ho
 :mod:`hulumanage.gate`), parse once, validate, pick the approach chain, run it. The
 aiohttp route (``api.py``) and the fast path (``fastpath.py``) both call it, so both
 answer alike. Every failure becomes an OpenAI-shaped error answer.
+
+The hit lane (:class:`HitLane`): a body the gate answered itself (a cache hit) is kept,
+parsed and resolved, under its exact bytes, so the next request with the same bytes skips
+parsing, validation, the chain and the fan-out (they depend on the bytes alone) and goes
+straight to the gate, still after authentication and the content type, and still through
+the gate's limits and its ``Cache-Control`` rules. When the gate does not answer it this
+time, the request takes the whole path from its bytes, already admitted.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 from aiohttp import web
 
-from hulumanage.appkeys import ALLOWED, APPROACHES, GATE, GUARD, OPTIONS, PARAMS
+from hulumanage.appkeys import ALLOWED, APPROACHES, GATE, GUARD, HIT_LANE, OPTIONS, PARAMS
 from hulumanage.call import Call
 from hulumanage.chain import bearer, resolve_chain
 from hulumanage.compose import Fanout, declared_fanout, fanout_error, layer_client
@@ -29,7 +36,7 @@ from hulumanage.validate import check_depth, validate_request
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Answer", "Head", "Streamed", "chat_reply", "close_stream", "error_reply"]
+__all__ = ["Answer", "Head", "HitLane", "Streamed", "chat_reply", "close_stream", "error_reply"]
 
 
 class Head(Protocol):
@@ -106,41 +113,111 @@ async def chat_reply(app: web.Application, raw: bytes, head: Head, answer: Answe
     return status, body, {**headers, **extra_headers, **served.headers()}
 
 
+class Prepared(NamedTuple):
+    """A chat body parsed, validated and resolved: what depends on its bytes alone."""
+
+    data: dict[str, Any]
+    chain: tuple[str, ...]
+    extra: dict[str, Any]
+    stream: bool
+    fanout: Fanout
+    calls: int                 # what the gate reserves for
+    memo: dict[Any, Any]       # the gate's own values derived from this body (GateRequest.memo)
+
+    def gate_request(self, head: Head, rid: str) -> GateRequest:
+        return GateRequest(self.data, self.chain, self.stream, head.client_ip, rid, head.cache_control or "",
+                           self.extra, self.calls, memo=self.memo)
+
+
+class HitLane:
+    """Bodies the gate answered itself, by their exact bytes (see the module docstring).
+
+    Bounded: :data:`ENTRIES` bodies of at most :data:`MAX_BYTES` bytes, the oldest out first.
+    Empty until the gate answers a request (with the cache off, a request pays one truth test).
+    """
+
+    ENTRIES = 128
+    MAX_BYTES = 8192
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, Prepared] = {}
+
+    def get(self, raw: bytes) -> Prepared | None:
+        entries = self.entries
+        return entries.get(raw) if entries and len(raw) <= self.MAX_BYTES else None
+
+    def keep(self, raw: bytes, prepared: Prepared) -> None:
+        if len(raw) > self.MAX_BYTES:
+            return
+        entries = self.entries
+        if len(entries) >= self.ENTRIES:
+            del entries[next(iter(entries))]
+        entries[raw] = prepared
+
+    def forget(self, raw: bytes) -> None:
+        self.entries.pop(raw, None)
+
+
+def _prepare(app: web.Application, raw: bytes) -> Prepared:
+    """Parse, validate, pick the chain and the gate's reservation: every check that depends on the bytes alone."""
+    data = parsed_body(raw)
+    validate_request(data)
+    options = app[OPTIONS]
+    approaches = app[APPROACHES]
+    allowed = app[ALLOWED]
+    chain = resolve_chain(data, approaches, options.approach, allowed)
+    extra = host_fields(app, data)
+    limit = options.max_fanout
+    fanout = Fanout(limit)
+    stream = data.get("stream") is True
+    # the layers declare their fan-out from the request alone: the call's client comes after admission
+    declared = Call(request=data, extra=extra, stream=stream, client=None, app=app, approaches=approaches,
+                    api_key=None, chain=chain, allowed=allowed, fanout=fanout)
+    worst, how = declared_fanout(chain, approaches, declared)
+    if worst > limit:
+        raise fanout_error(limit, f"this request could make {worst} upstream calls ({how})")
+    # what the gate reserves for (budgets, tokens): the declared calls, or the cap when a layer declares none
+    calls = limit if any(_undeclared(approaches[slug]) for slug in chain) else worst
+    return Prepared(data, chain, extra, stream, fanout, calls, {})
+
+
 async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) -> Reply:
     """Check, parse, admit and run one request; every failure an OpenAI-shaped error."""
-    approaches = app[APPROACHES]
     try:
-        client, data = admitted_body(raw, head, served)
-        validate_request(data)
+        client = admitted_client(raw, head, served)
+        lane: HitLane = app[HIT_LANE]
+        prepared = lane.get(raw)
+        if prepared is not None:  # the gate answered these bytes before: straight to it
+            ticket = served.admit(client, prepared.gate_request(head, served.request_id))
+            if inspect.isawaitable(ticket):
+                ticket = await ticket
+            answer = served.cached()
+            if answer is not None:
+                return await reply_of(answer, served)
+            lane.forget(raw)  # not this time: the whole path, from the bytes (admitted already)
+            prepared = _prepare(app, raw)
+        else:
+            prepared = _prepare(app, raw)
+            ticket = served.admit(client, prepared.gate_request(head, served.request_id))
+            if inspect.isawaitable(ticket):  # the gate's state is shared (Redis): admission is a round trip
+                ticket = await ticket
+            answer = served.cached()
+            if answer is not None:  # the gate's own answer (a cache hit): no approach runs
+                lane.keep(raw, prepared)
+                return await reply_of(answer, served)
+        data, chain, extra, stream, fanout = prepared.data, prepared.chain, prepared.extra, prepared.stream, prepared.fanout
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("request model=%s approach=%s stream=%s", data.get("model"), "&".join(chain), stream)
+        approaches = app[APPROACHES]
         options = app[OPTIONS]
-        chain = resolve_chain(data, approaches, options.approach, app[ALLOWED])
-        extra = host_fields(app, data)
-        # a gateway key is never sent upstream: with client keys on, the bearer token is the gateway's
-        api_key = None if served.keys_required else bearer(head.authorization)
-        limit = options.max_fanout
         base = options.approach
         if base in chain or not getattr(approaches.get(base), "terminal", False):
             base = "none"
-        fanout = Fanout(limit)
-        stream = data.get("stream") is True
+        # a gateway key is never sent upstream: with client keys on, the bearer token is the gateway's
+        api_key = None if served.keys_required else bearer(head.authorization)
         allowed = app[ALLOWED]
-        # the layers declare their fan-out from the request alone: the call's client comes after admission
-        declared = Call(request=data, extra=extra, stream=stream, client=None, app=app, approaches=approaches,
-                        api_key=api_key, chain=chain, allowed=allowed, fanout=fanout)
-        worst, how = declared_fanout(chain, approaches, declared)
-        if worst > limit:
-            raise fanout_error(limit, f"this request could make {worst} upstream calls ({how})")
-        # what the gate reserves for (budgets, tokens): the declared calls, or the cap when a layer declares none
-        calls = limit if any(_undeclared(approaches[slug]) for slug in chain) else worst
-        ticket = served.admit(client, GateRequest(data, chain, stream, head.client_ip, served.request_id,
-                                                        head.cache_control or "", extra, calls))
-        if inspect.isawaitable(ticket):  # the gate's state is shared (Redis): admission is a round trip
-            ticket = await ticket
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("request model=%s approach=%s stream=%s", data.get("model"), "&".join(chain), stream)
-        answer = served.cached()
-        if answer is not None:  # the gate's own answer (a cache hit): no approach runs
-            return await reply_of(answer, served)
         # every upstream call of this request reports to the ticket, composed layers too
         call = Call(
             request=data,
@@ -182,18 +259,28 @@ def admitted_body(raw: bytes, head: Head, served: Served) -> tuple[Any, Any]:
     The steps every route of the gate takes before its own validation, in the order the
     security guarantees promise: authentication, then the content type, then parsing.
     """
+    return admitted_client(raw, head, served), parsed_body(raw)
+
+
+def admitted_client(raw: bytes, head: Head, served: Served) -> Any:
+    """Who calls (the gate's authentication, first), then a body's content type."""
     client = served.authenticate(bearer(head.authorization), head.client_ip)
     if raw:
         refusal = content_type_refusal(head.content_type)
         if refusal is not None:
             raise refusal
+    return client
+
+
+def parsed_body(raw: bytes) -> Any:
+    """The body's JSON, not nested too deep."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if isinstance(data, (dict, list)):
         check_depth(data)
-    return client, data
+    return data
 
 
 def host_fields(app: web.Application, data: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,12 @@ Chat requests and the pass-through routes (``/v1/embeddings``, ``/v1/completions
     total)`` (once, when the response has ended or the client left), ``log_fields() ->
     dict`` (what the access log adds: client, provider, tokens, cost, cache result).
 
+``request`` (:class:`GateRequest`)
+    ``body``, ``chain``, ``extra``, ``stream``, ``client_ip``, ``request_id``,
+    ``cache_control``, ``fanout``, ``route``, and ``memo``: None, or a dict the gate may
+    fill with what it derives from the body alone; the host hands the same dict with the
+    same (unchanged) body when the same bytes come again.
+
 ``gate.refused(status, chain, model, total)`` (optional) hears of a request that ended without a
 ticket (refused by ``authenticate`` or ``admit``, or invalid before it), so that a
 gate's metrics count every request.
@@ -91,11 +97,12 @@ def request_id(given: str | None) -> str:
 class GateRequest:
     """What the gate is told of a request: its body, approach chain and parameters, stream flag, client, headers."""
 
-    __slots__ = ("body", "cache_control", "chain", "client_ip", "extra", "fanout", "request_id", "route", "stream")
+    __slots__ = ("body", "cache_control", "chain", "client_ip", "extra", "fanout", "memo", "request_id", "route",
+                 "stream")
 
     def __init__(self, body: dict[str, Any], chain: tuple[str, ...], stream: bool, client_ip: str, rid: str,
                  cache_control: str, extra: dict[str, Any] | None = None, fanout: int = 1,
-                 route: str = "chat") -> None:
+                 route: str = "chat", memo: dict[Any, Any] | None = None) -> None:
         self.body = body          # as the client sent it, the approach prefix stripped from ``model``
         self.chain = chain
         self.extra = {} if extra is None else extra  # the approach parameters taken from the body (``Call.extra``)
@@ -105,6 +112,9 @@ class GateRequest:
         self.cache_control = cache_control
         self.fanout = fanout      # the upstream calls its approaches declare at most (bon: 2 per sample): what to reserve
         self.route = route        # "chat", "embeddings" or "completions" (hulumanage/passthrough.py)
+        # None, or a dict that lives as long as this exact body (the same bytes, parsed once, never changed:
+        # hulumanage.chat.HitLane), where the gate may keep what it derives from the body (a cache key)
+        self.memo = memo
 
 
 class Served:

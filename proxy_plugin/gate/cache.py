@@ -266,7 +266,13 @@ class ResponseCache:
         namespace = client.id if config.per_client and client.key is not None else ""
         if "no-cache" in said:
             ticket.cache = "bypass"
-        return cache_key(namespace, request)
+        memo = getattr(request, "memo", None)  # the host's dict for this exact body (hulumanage.gate.GateRequest)
+        if memo is None:
+            return cache_key(namespace, request)
+        key: str | None = memo.get(("cache", namespace))
+        if key is None:
+            key = memo[("cache", namespace)] = cache_key(namespace, request)
+        return key
 
     def _found(self, ticket: Any, key: str, entry: Entry | None) -> None:
         """A hit answers from ``entry``; else a :class:`Fill` taps the answer on its way (a miss or a refresh)."""
