@@ -127,6 +127,7 @@ class Attempts:
         self.skip_models: set[str] = set()
         self.context_length: list[Outcome] = []
         self.last_provider: Provider | None = None
+        self.failed_on: set[int] = set()  # indexes of the providers this request failed on (for ``repeat``)
         self.hold = 0.0  # USD the budget pacer holds for this request (the pool gives it back at the end)
 
     def remaining(self) -> float | None:
@@ -164,8 +165,12 @@ class Attempts:
                 state.release_slot()
                 state.release_circuits(mapped, probes)
 
-    def record(self, provider: Provider, mapped: str, outcome: Outcome) -> None:
-        """Note a failed attempt and charge it to the provider when it is the provider's fault."""
+    def record(self, provider: Provider, mapped: str, outcome: Outcome, seconds: float | None = None) -> None:
+        """Note a failed attempt and charge it to the provider when it is the provider's fault.
+
+        ``seconds``: how long the attempt took (what the failure costs in the breaker's failure
+        rate); a second failure of this request on the same provider is a ``repeat`` there.
+        """
         self.sent += 1
         detail = outcome.detail + provider.hint_404 if outcome.status == 404 else outcome.detail
         self.errors.append((provider.name, detail))
@@ -179,11 +184,13 @@ class Attempts:
         if outcome.status == 429:
             self.rate_limited.append(outcome.retry_after)
         auth = outcome.status in (401, 403)
+        repeat = provider.index in self.failed_on
+        self.failed_on.add(provider.index)
         provider.state.record_failure(
             mapped, failure.value, detail,
             whole_provider=outcome.connection_level or auth,
             open_for=outcome.retry_after if outcome.status == 429 and outcome.retry_after else None,
-            until_health_check=auth,
+            until_health_check=auth, seconds=seconds, repeat=repeat,
         )
         logger.info("provider %s failed for model %s: %s", provider.name, mapped, detail)
 

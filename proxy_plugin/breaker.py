@@ -1,5 +1,18 @@
 """Circuit breakers: closed, open, half-open, kept per provider and per upstream model.
 
+A closed circuit opens on either of two rules:
+
+- **consecutive failures**: ``consecutive_failures`` requests in a row failed on it. A
+  request's retries on the same provider (``repeat``) count in the failure rate but do
+  not extend the run: they are the same request failing again, not more evidence that the
+  provider is down, so the rule means the same whatever ``retries.attempts_per_provider``
+  is and whether the retry budget had room;
+- **failure rate**: over the last ``window`` seconds (at least ``min_requests`` outcomes),
+  failures make up ``failure_rate`` of the outcomes, each failure counting as its
+  ``weight`` (0 to 1; the provider state passes the time it took against the provider's
+  typical answer, so a 503 in 0.15 s against answers of 1.5 s counts 0.1, a timeout 1:
+  see :meth:`~proxy_plugin.provider_state.ProviderState.record_failure`).
+
 An open circuit waits before letting one probe through: ``open_base`` doubled on each
 reopening without a success, capped at ``open_max`` and jittered, and never longer than
 ``max_probe_gap`` (whatever opened it: failures, a ``Retry-After``, an auth failure without
@@ -23,7 +36,7 @@ FOREVER = float("inf")
 
 
 class Breaker:
-    """One circuit: opens on consecutive failures or a failure rate, probes, closes on success."""
+    """One circuit: opens on consecutive failed requests or a (weighted) failure rate, probes, closes on success."""
 
     __slots__ = (
         "_clock",
@@ -74,7 +87,7 @@ class Breaker:
         self.probing = False
         self.last_failure = 0.0
         self.until_health_check = False
-        self._events: deque[list[int]] = deque()  # [second, outcomes, failures]
+        self._events: deque[list[float]] = deque()  # [second, outcomes, failures (weighted)]
         self._clock = clock
         self._rng = rng or random.Random()
 
@@ -108,16 +121,23 @@ class Breaker:
         """Record a success: a half-open probe closes the circuit."""
         now = self._clock()
         self.consecutive = 0
-        self._record(now, True)
+        self._record(now, 0.0)
         if self.state != CLOSED:
             self._close()
 
-    def failure(self, *, open_for: float | None = None, until_health_check: bool = False) -> None:
-        """Record a failure; open when the limits say so (or at once with ``open_for``)."""
+    def failure(self, *, open_for: float | None = None, until_health_check: bool = False,
+                weight: float = 1.0, repeat: bool = False) -> None:
+        """Record a failure; open when the limits say so (or at once with ``open_for``).
+
+        ``weight`` (0 to 1): how much of a failure it counts as in the failure rate;
+        ``repeat``: the request already failed here (a retry on the same provider), so it
+        does not extend the run of consecutive failures.
+        """
         now = self._clock()
-        self.consecutive += 1
+        if not repeat:
+            self.consecutive += 1
         self.last_failure = now
-        self._record(now, False)
+        self._record(now, min(1.0, max(0.0, weight)))
         if until_health_check:
             self._open(now, FOREVER, until_health_check=True)
         elif open_for is not None:
@@ -161,7 +181,7 @@ class Breaker:
     def _tripped(self) -> bool:
         if self.consecutive >= self.consecutive_limit:
             return True
-        total = failures = 0
+        total = failures = 0.0
         for _second, count, failed in self._events:
             total += count
             failures += failed
@@ -169,16 +189,17 @@ class Breaker:
             return False
         return failures / total >= self.failure_rate
 
-    def _record(self, now: float, ok: bool) -> None:
-        """Count an outcome in per-second buckets: constant memory and cost whatever the rate."""
+    def _record(self, now: float, failed: float) -> None:
+        """Count an outcome (``failed``: 0 for a success, else the failure's weight) in per-second
+        buckets: constant memory and cost whatever the rate."""
         events = self._events
         second = int(now)
         if events and events[-1][0] == second:
             bucket = events[-1]
             bucket[1] += 1
-            bucket[2] += 0 if ok else 1
+            bucket[2] += failed
         else:
-            events.append([second, 1, 0 if ok else 1])
+            events.append([second, 1, failed])
             horizon = now - self.window
             while events and events[0][0] + 1 <= horizon:
                 events.popleft()

@@ -73,8 +73,9 @@ def summary(config: ProxyConfig, path: str) -> list[str]:
     lines.append(f"retries: {r.attempts_per_provider} attempts per provider, backoff {r.backoff_base:g}-{r.backoff_max:g} s, "
                  f"budget {r.budget_ratio:.0%} of requests (at least {r.budget_min})")
     if cb.enabled:
-        lines.append(f"circuit breaker: opens after {cb.consecutive_failures} consecutive failures or "
-                     f"{cb.failure_rate:.0%} failures over {_s(cb.window)} (min {cb.min_requests} requests), "
+        weighed = ", weighed by the time they take" if cb.time_weighted else ""
+        lines.append(f"circuit breaker: opens after {cb.consecutive_failures} consecutive failed requests or "
+                     f"{cb.failure_rate:.0%} failures{weighed} over {_s(cb.window)} (min {cb.min_requests} requests), "
                      f"open {cb.open_base:g}-{cb.open_max:g} s")
     else:
         lines.append("circuit breaker: off")

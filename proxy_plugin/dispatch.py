@@ -150,7 +150,7 @@ async def dispatch(pool: Pool, exchange: Exchange) -> AsyncGenerator[Any, None]:
                                 return
                             attempt += 1
                             continue
-                        run.record(provider, mapped, outcome)
+                        run.record(provider, mapped, outcome, clock() - started)  # to the failure, a break included
                         exchange.failed(outcome)
                         if not await run.retry_same(outcome, attempt, provider, mapped):
                             break

@@ -190,12 +190,16 @@ class ProviderState:
     def record_failure(
         self, model: str, error_class: str, detail: str, *, whole_provider: bool,
         open_for: float | None = None, until_health_check: bool = False,
+        seconds: float | None = None, repeat: bool = False,
     ) -> None:
         """A failed attempt that is the provider's fault.
 
         ``until_health_check`` (an auth failure) holds the circuit open until a health
         check passes when checks run; without them it opens for ``open_max`` (within
-        ``max_probe_gap``) and the next probe tells.
+        ``max_probe_gap``) and the next probe tells. ``seconds``: how long the attempt took
+        (its weight in the failure rate, :meth:`failure_weight`); ``repeat``: the request
+        already failed on this provider (a retry), which does not extend the run of
+        consecutive failures.
         """
         self.last_failure = self.clock.monotonic()
         if self.track_errors:
@@ -207,12 +211,33 @@ class ProviderState:
         if until_health_check and not self.health_checks:
             until_health_check = False
             open_for = self._breaker_config.open_max
+        weight = self.failure_weight(model, seconds)
         if whole_provider:
-            self.breaker(None).failure(open_for=open_for, until_health_check=until_health_check)
+            self.breaker(None).failure(open_for=open_for, until_health_check=until_health_check,
+                                       weight=weight, repeat=repeat)
             if open_for is not None and not until_health_check:
-                self.breaker(model).failure(open_for=open_for)
+                self.breaker(model).failure(open_for=open_for, weight=weight, repeat=repeat)
         else:
-            self.breaker(model).failure(open_for=open_for, until_health_check=until_health_check)
+            self.breaker(model).failure(open_for=open_for, until_health_check=until_health_check,
+                                        weight=weight, repeat=repeat)
+
+    def failure_weight(self, model: str, seconds: float | None) -> float:
+        """How much of a failure an attempt that failed after ``seconds`` counts as in the failure rate.
+
+        With ``circuit_breaker.time_weighted`` (the default), the time it wasted against
+        the time the provider's answers for ``model`` take (the mean over the routing
+        signals' slow window, as the dispatch loop measures both: to the answer, or to a
+        stream's first event), at most 1: a quick 503 that fails over at once costs the
+        caller little, a timeout or a slow error as much as an answer. Without answers to
+        compare with, or without the time, a failure counts 1, as it always does when
+        ``time_weighted`` is off.
+        """
+        if seconds is None or not self._breaker_config.time_weighted:
+            return 1.0
+        typical = self.signals(model).success.answer_seconds(self.clock.monotonic())
+        if typical is None:
+            return 1.0
+        return min(1.0, max(0.0, seconds) / typical)
 
     def health_check_passed(self) -> None:
         """Active check passed: auth-held circuits close, and every open circuit (per model too) may probe now.

@@ -163,8 +163,11 @@ class CircuitBreakerConfig:
     """When a failing provider is taken out of rotation, and for how long."""
 
     enabled: bool = opt(True)
+    #: requests in a row that failed on the provider (a request's retries there count once)
     consecutive_failures: int = opt(5, ge=1)
     failure_rate: float = opt(0.5, gt=0, le=1)
+    #: in ``failure_rate``, a failure counts as the time it took against the provider's typical answer (at most 1)
+    time_weighted: bool = opt(True)
     window: float = opt(30.0, gt=0)
     min_requests: int = opt(10, ge=1)
     open_base: float = opt(5.0, gt=0)

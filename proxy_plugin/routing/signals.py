@@ -25,6 +25,8 @@ SLOW_HALF_LIFE = 30.0
 FAST_HALF_LIFE = 5.0
 #: evidence needed (decayed counts) before a rate is trusted; below it a provider is presumed fine
 MIN_EVIDENCE = 10.0
+#: answers (decayed count) needed before their mean time is a yardstick (``answer_seconds``)
+MIN_ANSWERS = 1.0
 
 
 class PeakEwma:
@@ -121,6 +123,14 @@ class SuccessWindow:
             return True
         fast, fast_n = self.fast.rate(now)
         return fast_n >= MIN_EVIDENCE and fast < min_success and fast < slow
+
+    def answer_seconds(self, now: float) -> float | None:
+        """The mean seconds an answer took over the slow window (None: no answers in it)."""
+        slow = self.slow
+        slow._age(now)
+        if slow.ok < MIN_ANSWERS or slow.ok_s <= 0.0:
+            return None
+        return slow.ok_s / slow.ok
 
     def quick_failures(self, now: float, share: float) -> bool:
         """Whether the time its failures take, per answer it gives, is at most ``share`` of an answer's time.

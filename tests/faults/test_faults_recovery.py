@@ -1,6 +1,7 @@
 """Fault injection end to end, faults over time: an outage and the recovery after it, an auth
-failure held until a health check passes, the retry budget under a burst of failures, and
-one deadline for all the attempts of a request.
+failure held until a health check passes, what opens a circuit (quick failures against slow
+ones, a request's retries), the retry budget under a burst of failures, and one deadline for
+all the attempts of a request.
 
 Health checks, when on, run every 0.1 s; state changes are awaited with a deadline, never
 with fixed sleeps.
@@ -9,6 +10,7 @@ with fixed sleeps.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import openai
@@ -108,6 +110,68 @@ async def test_a_401_keeps_the_circuit_open_until_a_health_check_passes(fakes, p
         # the circuit closed because a health check passed in between, not on a timer
         assert any(failed_at < s.time < first_back for s in a.requests if s.path == "/v1/models")
         await serves_normally(client, a, b)
+
+
+ANSWER_SECONDS = 0.12
+
+
+@pytest.mark.parametrize(
+    ("failure_seconds", "time_weighted", "opens"),
+    [(0.0, True, False), (2 * ANSWER_SECONDS, True, True), (0.0, False, True)],
+    ids=["quick-503s-stay", "slow-503s-open", "quick-503s-open-when-counted"],
+)
+async def test_the_failure_rate_weighs_a_failure_by_the_time_it_took(
+    fakes, proxy, http, failure_seconds: float, time_weighted: bool, opens: bool,
+) -> None:
+    # a answers every other request in ANSWER_SECONDS and fails the others with a 503; half its
+    # attempts fail, the failure rate's threshold. A quick 503 (it fails over at once) counts a
+    # small share of a failure and a keeps its traffic; one slower than an answer counts one.
+    a, b = await fakes("a", "b", answer=ANSWER)
+    failed = dataclasses.replace(server_error(503), latency=failure_seconds)
+    a.script(*[ok(latency=ANSWER_SECONDS), failed] * 4)
+    host = await proxy(
+        [entry(a), entry(b)],
+        **config(
+            retries={"attempts_per_provider": 1},
+            circuit_breaker={"consecutive_failures": 100, "failure_rate": 0.5, "min_requests": 4, "window": 60,
+                             "time_weighted": time_weighted},
+        ),
+    )
+    async with host.client() as client:
+        replies = [await ask(client, i % 2 == 1) for i in range(8)]  # plain and streamed in turn
+        assert all(reply.text == ANSWER for reply in replies)  # b answers what a fails
+        view = (await health(http, host))["proxy"]["providers"]["a"]
+        if opens:  # opened at the 4th request (2 of 4 failed): a saw 4 of the 8
+            assert len(a.chat_requests()) == 4, view
+            assert view["circuits"]["gpt-4"]["opened"] == 1
+        else:
+            assert len(a.chat_requests()) == 8, view
+            assert all(c["opened"] == 0 and c["state"] == "closed" for c in view["circuits"].values())
+        assert view["failures"] == (2 if opens else 4)
+
+
+async def test_a_requests_retries_on_one_provider_count_once_toward_consecutive_failures(
+    fakes, proxy, http,
+) -> None:
+    a, b = await fakes("a", "b", answer=ANSWER)
+    a.set_default(server_error(500))
+    host = await proxy(
+        [entry(a), entry(b)],
+        **config(
+            retries={"attempts_per_provider": 2},
+            circuit_breaker={"consecutive_failures": 2, "failure_rate": 1.0, "min_requests": 1000},
+        ),
+    )
+    async with host.client() as client:
+        assert (await ask(client, False)).fingerprints == {"fake-b"}
+        assert len(a.chat_requests()) == 2  # tried twice: one failed request, not two failures in a row
+        circuit = (await health(http, host))["proxy"]["providers"]["a"]["circuits"]["gpt-4"]
+        assert (circuit["state"], circuit["consecutive_failures"]) == ("closed", 1)
+        assert (await ask(client, True)).fingerprints == {"fake-b"}
+        # the second failed request opened it at its first attempt, so it was not retried there
+        assert len(a.chat_requests()) == 3
+        circuit = (await health(http, host))["proxy"]["providers"]["a"]["circuits"]["gpt-4"]
+        assert (circuit["state"], circuit["consecutive_failures"]) == ("open", 2)
 
 
 async def test_the_retry_budget_caps_retries_during_a_burst_of_failures(fakes, proxy) -> None:

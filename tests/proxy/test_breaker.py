@@ -147,6 +147,53 @@ def test_a_failure_rate_over_the_window_opens_it() -> None:
     assert state(b) == OPEN  # 2 of 4 failed
 
 
+def test_a_retry_of_the_same_request_does_not_extend_the_run_of_consecutive_failures() -> None:
+    b = breaker(Clock())  # opens after 3 failed requests in a row
+    for _ in range(2):
+        b.failure()
+        b.failure(repeat=True)  # the same request, retried on this provider, failed again
+    assert state(b) == CLOSED and b.snapshot()["consecutive_failures"] == 2
+    b.failure()
+    assert state(b) == OPEN
+
+
+def test_a_repeated_failure_still_counts_in_the_failure_rate() -> None:
+    b = breaker(Clock(), consecutive_failures=100, failure_rate=0.5, min_requests=4, window=10)
+    b.success()
+    b.success()
+    b.failure()
+    b.failure(repeat=True)
+    assert state(b) == OPEN  # 2 of 4 failed
+
+
+def test_the_failure_rate_counts_each_failure_at_its_weight() -> None:
+    b = breaker(Clock(), consecutive_failures=100, failure_rate=0.5, min_requests=4, window=10)
+    for _ in range(10):  # half the attempts fail, each counting a tenth: 1 failure of 20 outcomes
+        b.success()
+        b.failure(weight=0.1)
+    assert state(b) == CLOSED  # counted one each, 10 of 20 would have opened it
+    # then full failures: (1 + k) / (20 + k) reaches 0.5 at k = 18
+    for _ in range(17):
+        b.failure()
+    assert state(b) == CLOSED
+    b.failure()
+    assert state(b) == OPEN
+
+
+def test_a_weight_outside_0_to_1_is_clamped() -> None:
+    b = breaker(Clock(), consecutive_failures=100, failure_rate=0.5, min_requests=2, window=10)
+    b.success()
+    b.failure(weight=-3.0)  # counts 0
+    assert state(b) == CLOSED
+    b.success()
+    b.failure(weight=7.0)  # counts 1, not 7: 1 of 4
+    assert state(b) == CLOSED
+    b.failure(weight=7.0)  # 2 of 5
+    assert state(b) == CLOSED
+    b.failure()  # 3 of 6
+    assert state(b) == OPEN
+
+
 def test_the_failure_rate_forgets_requests_older_than_the_window() -> None:
     clock = Clock()
     b = breaker(clock, consecutive_failures=100, failure_rate=0.5, min_requests=4, window=10)

@@ -62,7 +62,7 @@ def test_defaults() -> None:
     assert (r.budget_ratio, r.budget_min) == (0.2, 10)
     cb = config.circuit_breaker
     assert (cb.enabled, cb.consecutive_failures, cb.failure_rate, cb.window) == (True, 5, 0.5, 30.0)
-    assert (cb.min_requests, cb.open_base, cb.open_max) == (10, 5.0, 60.0)
+    assert (cb.min_requests, cb.open_base, cb.open_max, cb.time_weighted) == (10, 5.0, 60.0, True)
     assert config.source == "<config>"
 
 
@@ -283,6 +283,7 @@ def test_wrong_provider_values(provider: dict[str, Any], path: str, problem: str
         ({"retries": {"budget_ratio": 1.5}}, "retries.budget_ratio", "must be <= 1, got 1.5"),
         ({"retries": {"backoff_base": 3, "backoff_max": 1}}, "retries.backoff_max", "must be >= backoff_base (3.0)"),
         ({"circuit_breaker": {"failure_rate": 0}}, "circuit_breaker.failure_rate", "must be > 0"),
+        ({"circuit_breaker": {"time_weighted": "yes"}}, "circuit_breaker.time_weighted", "expected true or false"),
         ({"circuit_breaker": {"open_max": 1}}, "circuit_breaker.open_max", "must be >= open_base (5.0), got 1.0"),
     ],
 )

@@ -50,7 +50,7 @@ async def test_a_valid_file_exits_0_with_a_summary_and_no_secret(tmp_path: Path,
     assert "timeouts: connect 5 s, request 40 s" in out
     assert "backup: http://127.0.0.1:9/v1" in out and "fallback only" in out
     assert "queue: max_concurrent 12, timeout 3 s" in out
-    assert "circuit breaker: opens after 5 consecutive failures" in out
+    assert "circuit breaker: opens after 5 consecutive failed requests or 50% failures, weighed by the time" in out
     both = out + err
     for secret in (KEY_A, KEY_B, "hunter2pass", "tenant-secret-value", "api-version", "Bearer"):
         assert secret not in both
