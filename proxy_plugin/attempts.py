@@ -74,7 +74,13 @@ class Outcome:
 
 
 class RetryBudget:
-    """Retries allowed as a share of recent requests, so an outage cannot become a retry storm."""
+    """Retries allowed as a share of recent requests, so an outage cannot become a retry storm.
+
+    Over the last :data:`BUDGET_WINDOW` seconds, at most ``max(minimum, ratio x requests)``
+    retries on the same provider (failing over to another is not one). Finagle's and
+    Linkerd's budgets are ``ratio`` 0.2 on top of a floor of 10 retries a second; the
+    default ``retries.budget_min`` (100 a window) is that floor.
+    """
 
     def __init__(self, ratio: float, minimum: int, clock=time.monotonic) -> None:
         self.ratio = ratio

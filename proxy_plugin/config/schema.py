@@ -155,7 +155,8 @@ class RetryConfig:
     backoff_max: float = opt(2.0, ge=0)
     retry_after_max: float = opt(2.0, ge=0)
     budget_ratio: float = opt(0.2, ge=0, le=1)
-    budget_min: int = opt(10, ge=0)
+    #: retries always allowed per window (``attempts.BUDGET_WINDOW``, 10 s): 100 is Finagle's and Linkerd's 10 a second
+    budget_min: int = opt(100, ge=0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ def test_defaults() -> None:
     assert (config.monitoring.log_level, config.monitoring.track_latency) == ("INFO", True)
     r = config.retries
     assert (r.attempts_per_provider, r.backoff_base, r.backoff_max, r.retry_after_max) == (2, 0.1, 2.0, 2.0)
-    assert (r.budget_ratio, r.budget_min) == (0.2, 10)
+    assert (r.budget_ratio, r.budget_min) == (0.2, 100)
     cb = config.circuit_breaker
     assert (cb.enabled, cb.consecutive_failures, cb.failure_rate, cb.window) == (True, 5, 0.5, 30.0)
     assert (cb.min_requests, cb.open_base, cb.open_max, cb.time_weighted) == (10, 5.0, 60.0, True)

@@ -1,4 +1,4 @@
-"""The simulator: reproducible by seed, the oracle unbeaten on cost at equal success, the CLI end to end."""
+"""The simulator: reproducible by seed, the oracle unbeaten on cost at equal success and SLA, the CLI end to end."""
 
 from __future__ import annotations
 
@@ -29,13 +29,17 @@ def test_same_seed_same_numbers_and_another_seed_other_numbers(tmp_path: Path, e
     assert other != a["scenarios"]["hard_multi"]
 
 
-def test_the_oracle_is_never_beaten_on_cost_at_equal_success() -> None:
+def test_the_oracle_is_never_beaten_on_cost_at_equal_success_and_sla() -> None:
+    """The oracle takes the cheapest answer *within the SLA*, so a strategy can spend less only by
+    failing requests or answering some later than the SLA (a cheap provider's late answer where the
+    oracle paid for a faster one): never at equal success and an equal share within the SLA."""
     runs = run_all(scenarios.NAMES, NAMES, 3, 600)
     for run in runs:
         best = run.figures[ORACLE]
         for name, figures in run.figures.items():
-            if figures["success_rate"] >= best["success_rate"]:
-                assert figures["cost_usd"] >= best["cost_usd"] - 1e-9, (run.scenario.name, name)
+            if figures["cost_usd"] < best["cost_usd"] - 1e-9:
+                worse = (figures["success_rate"] < best["success_rate"], figures["within_sla"] < best["within_sla"])
+                assert any(worse), (run.scenario.name, name)
             assert figures["overshoot_usd"] == 0.0, (run.scenario.name, name)
             assert 0.0 <= figures["grade"] <= 1.0
 
