@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
+from proxy_plugin.attempts import BUDGET_WINDOW
 from proxy_plugin.config import ConfigError, ProxyConfig, find_config_path
 from proxy_plugin.health import check as probe_provider
 from proxy_plugin.provider import Provider
@@ -71,7 +72,7 @@ def summary(config: ProxyConfig, path: str) -> list[str]:
     lines.append(f"timeouts: total {_s(config.timeouts.total)} over every provider a request tries")
     lines.append(f"queue: max_concurrent {q.max_concurrent}, timeout {_s(q.timeout)}")
     lines.append(f"retries: {r.attempts_per_provider} attempts per provider, backoff {r.backoff_base:g}-{r.backoff_max:g} s, "
-                 f"budget {r.budget_ratio:.0%} of requests (at least {r.budget_min})")
+                 f"budget {r.budget_ratio:.0%} of requests (at least {r.budget_min} per {_s(BUDGET_WINDOW)})")
     if cb.enabled:
         weighed = ", weighed by the time they take" if cb.time_weighted else ""
         lines.append(f"circuit breaker: opens after {cb.consecutive_failures} consecutive failed requests or "
