@@ -1,6 +1,6 @@
 """The request series' own counters and histograms expose what prometheus-client's would.
 
-``proxy_plugin.metrics`` keeps its per-request series in plain numbers (no lock per call)
+``proxy_plugin.metric_series`` keeps its per-request series in plain numbers (no lock per call)
 and turns them into samples when scraped; a dashboard must not see the difference. Each
 test feeds the same values to prometheus-client's ``Counter`` / ``Histogram`` and to ours
 and compares the parsed exposition (``_created`` timestamps aside: they are creation times).
@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy_plugin.metrics import OVERHEAD_BUCKETS, CounterSeries, HistogramSeries
+from proxy_plugin.metric_series import CounterSeries, HistogramSeries
+from proxy_plugin.metrics import OVERHEAD_BUCKETS
 
 
 def _samples(registry: CollectorRegistry) -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
