@@ -189,24 +189,20 @@ async def _answer(app: web.Application, raw: bytes, head: Head, served: Served) 
         client = admitted_client(raw, head, served)
         lane: HitLane = app[HIT_LANE]
         prepared = lane.get(raw)
-        if prepared is not None:  # the gate answered these bytes before: straight to it
-            ticket = served.admit(client, prepared.gate_request(head, served.request_id))
-            if inspect.isawaitable(ticket):
-                ticket = await ticket
-            answer = served.cached()
-            if answer is not None:
-                return await reply_of(answer, served)
-            lane.forget(raw)  # not this time: the whole path, from the bytes (admitted already)
+        laned = prepared is not None  # the gate answered these bytes before: straight to it
+        if prepared is None:
             prepared = _prepare(app, raw)
-        else:
-            prepared = _prepare(app, raw)
-            ticket = served.admit(client, prepared.gate_request(head, served.request_id))
-            if inspect.isawaitable(ticket):  # the gate's state is shared (Redis): admission is a round trip
-                ticket = await ticket
-            answer = served.cached()
-            if answer is not None:  # the gate's own answer (a cache hit): no approach runs
+        ticket = served.admit(client, prepared.gate_request(head, served.request_id))
+        if inspect.isawaitable(ticket):  # the gate's state is shared (Redis): admission is a round trip
+            ticket = await ticket
+        answer = served.cached()
+        if answer is not None:  # the gate's own answer (a cache hit): no approach runs
+            if not laned:
                 lane.keep(raw, prepared)
-                return await reply_of(answer, served)
+            return await reply_of(answer, served)
+        if laned:  # not this time: the lane's body is never an approach's; the whole path from the bytes
+            lane.forget(raw)
+            prepared = _prepare(app, raw)
         data, chain, extra, stream, fanout = prepared.data, prepared.chain, prepared.extra, prepared.stream, prepared.fanout
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("request model=%s approach=%s stream=%s", data.get("model"), "&".join(chain), stream)
