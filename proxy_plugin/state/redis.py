@@ -217,7 +217,8 @@ class RedisStore(BatchedStore):
             self._task = None
         with contextlib.suppress(RedisDown):
             await self.flush()
-        await self.client.aclose()
+        # the client was given its pool, so its own aclose would leave the pool's connections open
+        await self.client.aclose(close_connection_pool=True)
 
     def snapshot(self) -> dict[str, Any]:
         """The state backend for ``/health``."""

@@ -16,12 +16,14 @@ near k = 22, when even ``cheap`` costs more than c*.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
+import redis.asyncio as redis
 from prometheus_client.parser import text_string_to_metric_families
 from support.harness import write_config
 from support.helpers import entry
@@ -167,3 +169,54 @@ def test_the_typical_usage_starts_at_the_default_and_follows_real_answers() -> N
     for _ in range(TYPICAL_MEMORY * 5):
         usage.observe(400, 100)
     assert usage.tokens == pytest.approx((400, 100), rel=1e-2)  # old evidence fades
+
+
+async def _reservations_gone(client: Any, prefix: str) -> None:
+    """Poll Redis (deadline 5 s) until no request holds a budget reservation there: settles go in
+    batches every 0.1 s, and a request sent before then would find its predecessors' reservations."""
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while True:
+        held = 0
+        for key in await client.keys(f"{prefix}resv:*"):
+            held += sum(1 for field in await client.hkeys(key) if field != b"=")
+        if held == 0:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{held} reservations still held in Redis"
+        await asyncio.sleep(0.02)
+
+
+async def test_pacing_holds_the_same_with_the_state_in_redis(redis_server, fakes, proxy, http, clock) -> None:
+    """The pacer reads the global budget's spend from the gate's store: with ``state.backend: redis``,
+    the shared one. The same traffic as above is paced and shed, and the spend never overshoots.
+
+    Two differences, both the price of one round trip a request: ten requests sent at once are all
+    admitted (each reserving its worst case, $0.053 at dear's price) before the pacer sheds any, so
+    the tenth finds the $0.5 budget reserved and gets the gate's own 429; and settles go to Redis in
+    batches, so the test waits for them between bursts as traffic spread in time would."""
+    clock.set_wall(NOON)
+    prefix = "pace-test:"
+    state = {"backend": "redis", "redis_url": redis_server.url, "redis_timeout": 1.0, "redis_prefix": prefix}
+    host, dear, cheap = await start(fakes, proxy, budget={"usd": 0.5, "period": "day"}, state=state)
+    async with host.client() as client, contextlib.aclosing(redis.Redis.from_url(redis_server.url)) as store:
+        early: list[str] = []
+        for _ in range(6):
+            early += await asyncio.gather(*(ask(client) for _ in range(10)))
+            await _reservations_gone(store, prefix)
+            clock.advance(60)
+        assert "paced" in early and set(early) <= {"paced", "cheap", "budget"}, early
+        assert early.count("budget") <= 6, early  # at most the tenth of a burst
+        clock.set_wall(NOON + 12 * 3600 - 30)  # the day's last 30 s: the rest may go, but no more
+        late: list[str] = []
+        for _ in range(40):
+            late += await asyncio.gather(*(ask(client) for _ in range(10)))
+            await _reservations_gone(store, prefix)
+    answered = {name: early.count(name) + late.count(name) for name in ("dear", "cheap")}
+    assert len(dear.chat_requests()) == answered["dear"] and len(cheap.chat_requests()) == answered["cheap"]
+    cost = answered["dear"] * 0.013 + answered["cheap"] * 0.0013  # what the answers cost, exactly
+    assert 0.25 < cost <= 0.5 + 1e-9, (answered, late)  # the end of the day let spending catch up, no further
+    assert {"paced", "budget"} & set(late)  # and then it stopped, short of the limit
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while (last := await global_budget(http, host.url))["spent_usd"] != pytest.approx(cost):
+        assert asyncio.get_running_loop().time() < deadline, (last, cost)  # the shared spend, read back
+        await asyncio.sleep(0.05)
+    assert last["reserved_usd"] == 0
